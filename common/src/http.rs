@@ -1,0 +1,342 @@
+//! Router pieces every HTTP function shares: `/api/health`, CORS, `X-Process-Time`, request ids
+//! and spans, JSON 404/405/500 answers, FastAPI-shaped 422s, and the Lambda glue.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::error::{ApiError, ValidationIssue, detail_response};
+
+pub const X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `GET /api/health`: answers without touching any dependency.
+pub fn health_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route(
+        "/api/health",
+        get(|| async { Json(json!({"status": "ok"})) }),
+    )
+}
+
+/// Who may call with credentials from a browser.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    origins: Vec<String>,
+    any_origin: bool,
+    methods: &'static str,
+}
+
+impl CorsPolicy {
+    pub const API_METHODS: &'static str = "GET, POST, PUT, DELETE, OPTIONS";
+    pub const STORAGE_METHODS: &'static str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+
+    pub fn new(origins: Vec<String>, any_origin: bool, methods: &'static str) -> Self {
+        let origins = origins
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect();
+        CorsPolicy {
+            origins,
+            any_origin,
+            methods,
+        }
+    }
+
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any_origin || self.origins.iter().any(|o| o == origin)
+    }
+}
+
+/// Echoes an allowed `Origin` with credentials (never `*`), answers preflights itself.
+pub async fn cors(State(policy): State<CorsPolicy>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(origin) = origin else {
+        return next.run(req).await;
+    };
+    let allowed = policy.allows(&origin);
+    let is_preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if is_preflight {
+        if !allowed {
+            tracing::info!(%origin, "CORS preflight from a disallowed origin");
+            return detail_response(StatusCode::BAD_REQUEST, json!("Disallowed CORS origin"));
+        }
+        let mut res = StatusCode::OK.into_response();
+        let h = res.headers_mut();
+        put_allow_origin(h, &origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(policy.methods),
+        );
+        if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+        }
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        return res;
+    }
+    let mut res = next.run(req).await;
+    if allowed {
+        // Exposing "*" means nothing to a credentialed request, so name every header sent.
+        let names: Vec<String> = res
+            .headers()
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        let h = res.headers_mut();
+        put_allow_origin(h, &origin);
+        if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+        }
+    }
+    res
+}
+
+fn put_allow_origin(h: &mut HeaderMap, origin: &str) {
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// Request id (API Gateway's, else the caller's `X-Request-Id`, else new), a span carrying it,
+/// `X-Process-Time`, and a JSON 500 for a panicking handler.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = lambda_request_id(&req)
+        .or_else(|| {
+            req.headers()
+                .get(X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let outcome = std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
+    let mut res = outcome.unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        span.in_scope(|| tracing::error!(%reason, "handler panicked"));
+        detail_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!("Internal Server Error"),
+        )
+    });
+    let elapsed = format!("{:.6}", started.elapsed().as_secs_f64());
+    let h = res.headers_mut();
+    h.insert(
+        X_PROCESS_TIME,
+        HeaderValue::from_str(&elapsed).expect("a number is a valid header"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    span.in_scope(
+        || tracing::info!(status = res.status().as_u16(), process_time = %elapsed, "request done"),
+    );
+    res
+}
+
+fn lambda_request_id(req: &Request) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    match req.extensions().get::<RequestContext>()? {
+        RequestContext::ApiGatewayV1(ctx) => ctx.request_id.clone(),
+        RequestContext::ApiGatewayV2(ctx) => ctx.request_id.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Adds what every function's router needs around its own routes.
+pub fn finish_router(routes: Router, cors_policy: CorsPolicy) -> Router {
+    routes
+        .fallback(|| async { detail_response(StatusCode::NOT_FOUND, json!("Not Found")) })
+        .method_not_allowed_fallback(|| async {
+            detail_response(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed"))
+        })
+        .layer(middleware::from_fn_with_state(cors_policy, cors))
+        .layer(middleware::from_fn(observe))
+}
+
+/// Hands a router to the Lambda runtime; concurrent when `AWS_LAMBDA_MAX_CONCURRENCY` > 1.
+/// Buffered responses only: the body is collected, then lambda_http picks text or base64 by
+/// content type.
+pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
+    use tower::ServiceExt;
+    let handler = tower::service_fn(move |req: lambda_http::Request| {
+        let router = router.clone();
+        async move {
+            let res = router
+                .oneshot(req)
+                .await
+                .unwrap_or_else(|never| match never {});
+            let (parts, body) = res.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await?;
+            Ok::<_, lambda_http::Error>(lambda_http::Response::from_parts(
+                parts,
+                lambda_http::Body::from(bytes.to_vec()),
+            ))
+        }
+    });
+    lambda_http::run_concurrent(handler).await
+}
+
+/// Logs as JSON in Lambda (`AWS_LAMBDA_LOG_FORMAT=JSON`) and as text elsewhere; the level comes
+/// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .map(|l| l.to_lowercase());
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .without_time()
+            .try_init()
+    } else {
+        builder.with_target(false).try_init()
+    };
+}
+
+/// A JSON body; any failure is a 422 in FastAPI's shape, naming the field.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::invalid(vec![json!("body")], "body_read", e.to_string()))?;
+        parse_json_body(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            vec![json!("body")],
+            "missing",
+            "Field required",
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid(
+            vec![json!("body"), json!(e.column())],
+            "json_invalid",
+            format!("JSON decode error: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            vec![json!("body")],
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let mut loc = vec![json!("body")];
+        for segment in err.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
+                serde_path_to_error::Segment::Map { key }
+                | serde_path_to_error::Segment::Enum { variant: key } => loc.push(json!(key)),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let message = err.inner().to_string();
+        let issue = match missing_field(&message) {
+            Some(field) => {
+                loc.push(json!(field));
+                ValidationIssue {
+                    kind: "missing".into(),
+                    loc,
+                    msg: "Field required".into(),
+                }
+            }
+            None => ValidationIssue {
+                kind: "value_error".into(),
+                loc,
+                msg: message,
+            },
+        };
+        ApiError::Validation(vec![issue])
+    })
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        tags: Vec<String>,
+    }
+
+    fn issue(bytes: &[u8]) -> Value {
+        match parse_json_body::<Body>(bytes).unwrap_err() {
+            ApiError::Validation(v) => serde_json::to_value(&v[0]).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        assert_eq!(
+            issue(br#"{"tags": []}"#),
+            json!({"type": "missing", "loc": ["body", "name"], "msg": "Field required"})
+        );
+        let wrong = issue(br#"{"name": "a", "tags": [1]}"#);
+        assert_eq!(wrong["loc"], json!(["body", "tags", 0]));
+        assert_eq!(issue(b"{nope")["type"], "json_invalid");
+        assert_eq!(issue(b"[1]")["type"], "model_attributes_type");
+        assert_eq!(issue(b"")["type"], "missing");
+        assert!(parse_json_body::<Body>(br#"{"name": "a", "tags": [], "extra": 1}"#).is_ok());
+    }
+}

@@ -1,0 +1,14 @@
+//! What two or more echo-lambda functions share (see ARCHITECTURE.md).
+
+pub mod auth;
+pub mod blob;
+pub mod config;
+pub mod datetime;
+pub mod error;
+pub mod http;
+pub mod offload;
+pub mod store;
+pub mod tasks;
+
+pub use error::{ApiError, Dependency};
+pub use offload::offload;

@@ -1,0 +1,240 @@
+//! The data layer: domain operations over ECHO's collections (spec/data-model.md §3), never
+//! query JSON, so the embedded SQLite backend and Directus implement the same trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Dependency;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A create with an explicit id that is already taken.
+    #[error("{collection} {id} already exists")]
+    AlreadyExists {
+        collection: &'static str,
+        id: String,
+    },
+    /// The backend cannot be reached; the API answers 503 naming it.
+    #[error("{backend:?} unavailable: {reason}")]
+    Unavailable { backend: Dependency, reason: String },
+    /// The backend refused the data (a bug or bad data): names the collection and field.
+    #[error("{collection}.{field}: {reason}")]
+    Invalid {
+        collection: &'static str,
+        field: String,
+        reason: String,
+    },
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// `project`, with its tags when the operation says so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub directus_user_id: Option<String>,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub context: Option<String>,
+    pub is_conversation_allowed: bool,
+    pub is_get_reply_enabled: Option<bool>,
+    pub is_project_notification_subscription_allowed: Option<bool>,
+    pub is_enhanced_audio_processing_enabled: Option<bool>,
+    pub default_conversation_ask_for_participant_name: Option<bool>,
+    pub default_conversation_tutorial_slug: Option<String>,
+    pub conversation_ask_for_participant_name_label: Option<String>,
+    pub default_conversation_title: Option<String>,
+    pub default_conversation_description: Option<String>,
+    pub default_conversation_finish_text: Option<String>,
+    pub default_conversation_transcript_prompt: Option<String>,
+    pub get_reply_prompt: Option<String>,
+    pub get_reply_mode: Option<String>,
+    pub image_generation_model: Option<String>,
+    /// Ordered by `sort`, then `created_at`.
+    pub tags: Vec<ProjectTag>,
+}
+
+/// What a new project carries; everything else takes the collection's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewProject {
+    pub id: String,
+    pub directus_user_id: Option<String>,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub context: Option<String>,
+    pub is_conversation_allowed: bool,
+    pub is_get_reply_enabled: Option<bool>,
+    pub is_project_notification_subscription_allowed: Option<bool>,
+    pub default_conversation_title: Option<String>,
+    pub default_conversation_description: Option<String>,
+    pub default_conversation_finish_text: Option<String>,
+    pub image_generation_model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectTag {
+    pub id: String,
+    pub project_id: String,
+    pub text: Option<String>,
+    pub sort: Option<i64>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub project_id: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub participant_name: Option<String>,
+    pub participant_email: Option<String>,
+    pub participant_user_agent: Option<String>,
+    pub source: Option<String>,
+    pub summary: Option<String>,
+    pub duration: Option<f64>,
+    pub merged_audio_path: Option<String>,
+    pub is_finished: Option<bool>,
+    pub is_all_chunks_transcribed: Option<bool>,
+    pub is_audio_processing_finished: Option<bool>,
+    /// Ids of the `project_tag`s linked through `conversation_project_tag`.
+    pub tag_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewConversation {
+    pub id: String,
+    pub project_id: String,
+    pub participant_name: Option<String>,
+    pub participant_email: Option<String>,
+    pub participant_user_agent: Option<String>,
+    pub source: Option<String>,
+    pub tag_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub id: String,
+    pub conversation_id: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub timestamp: DateTime<Utc>,
+    pub path: Option<String>,
+    pub source: Option<String>,
+    pub transcript: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewChunk {
+    pub id: String,
+    pub conversation_id: String,
+    pub timestamp: DateTime<Utc>,
+    pub path: Option<String>,
+    pub source: Option<String>,
+    pub transcript: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkOrder {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// `project_report_notification_participants`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationParticipant {
+    pub id: String,
+    pub email: Option<String>,
+    pub project_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub email_opt_in: Option<bool>,
+    pub email_opt_out_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewNotificationParticipant {
+    pub email: String,
+    pub project_id: String,
+    pub conversation_id: Option<String>,
+    pub email_opt_in: bool,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name in an outage answer.
+    fn backend(&self) -> Dependency;
+
+    async fn get_project(&self, id: &str) -> StoreResult<Option<Project>>;
+    async fn create_project(&self, project: NewProject) -> StoreResult<Project>;
+    async fn create_project_tag(
+        &self,
+        id: &str,
+        project_id: &str,
+        text: Option<&str>,
+        sort: Option<i64>,
+    ) -> StoreResult<ProjectTag>;
+
+    async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>>;
+    /// Creates the conversation and its tag links in one write.
+    async fn create_conversation(&self, conversation: NewConversation)
+    -> StoreResult<Conversation>;
+    async fn set_all_chunks_transcribed(
+        &self,
+        conversation_id: &str,
+        value: bool,
+    ) -> StoreResult<()>;
+
+    /// Every chunk of a conversation (all pages), by `timestamp` then `id`.
+    async fn list_chunks(
+        &self,
+        conversation_id: &str,
+        order: ChunkOrder,
+    ) -> StoreResult<Vec<Chunk>>;
+    async fn get_chunk(&self, id: &str) -> StoreResult<Option<Chunk>>;
+    /// Create-if-absent: an existing id is `StoreError::AlreadyExists`.
+    async fn create_chunk(&self, chunk: NewChunk) -> StoreResult<Chunk>;
+    /// Deletes a chunk; already gone is fine (returns false).
+    async fn delete_chunk(&self, id: &str) -> StoreResult<bool>;
+
+    async fn find_notification_participant(
+        &self,
+        email: &str,
+        project_id: &str,
+    ) -> StoreResult<Option<NotificationParticipant>>;
+    async fn create_notification_participant(
+        &self,
+        row: NewNotificationParticipant,
+    ) -> StoreResult<NotificationParticipant>;
+    async fn delete_notification_participant(&self, id: &str) -> StoreResult<()>;
+    /// Every row of the project with that opt-out token (all pages).
+    async fn notification_participants_by_token(
+        &self,
+        project_id: &str,
+        token: &str,
+    ) -> StoreResult<Vec<NotificationParticipant>>;
+    async fn set_notification_opt_in(&self, id: &str, email_opt_in: bool) -> StoreResult<()>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// The backend the settings select.
+pub async fn connect(settings: &crate::config::Settings) -> StoreResult<SharedStore> {
+    use crate::config::StoreSettings;
+    match &settings.store {
+        StoreSettings::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path, crate::offload::global().clone()).await?)),
+        StoreSettings::Directus { .. } => {
+            Err(StoreError::Other("the Directus store is not in this build yet (see the production-store issue); use ECHO_STORE=sqlite".into()))
+        }
+    }
+}

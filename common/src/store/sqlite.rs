@@ -1,0 +1,559 @@
+//! The embedded store: one SQLite file, a small pool of connections, every call through
+//! `offload` (SQLite calls block). Schema migrations live in `common/migrations/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::*;
+use crate::offload::OffloadPool;
+
+/// Applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_participant.sql")];
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    pool: OffloadPool,
+    idle: Mutex<Vec<Connection>>,
+    /// Extra time each call holds its blocking thread: a slow disk, for tests and benchmarks.
+    stall: Duration,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable {
+        backend: Dependency::Database,
+        reason: reason.to_string(),
+    }
+}
+
+fn classify(collection: &'static str, err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &err {
+        rusqlite::Error::SqliteFailure(e, msg) => match e.code {
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull => unavailable(err),
+            ErrorCode::ConstraintViolation => StoreError::Invalid {
+                collection,
+                field: msg.clone().unwrap_or_default(),
+                reason: "constraint violated".into(),
+            },
+            _ => StoreError::Other(format!("{collection}: {err}")),
+        },
+        _ => StoreError::Other(format!("{collection}: {err}")),
+    }
+}
+
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn now() -> String {
+    ts(&Utc::now())
+}
+
+fn parse_ts(value: Option<String>) -> Option<DateTime<Utc>> {
+    value
+        .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(path: impl AsRef<Path>, pool: OffloadPool) -> StoreResult<Self> {
+        Self::open_with_stall(path, pool, Duration::ZERO).await
+    }
+
+    pub async fn open_with_stall(
+        path: impl AsRef<Path>,
+        pool: OffloadPool,
+        stall: Duration,
+    ) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                pool,
+                idle: Mutex::new(Vec::new()),
+                stall,
+            }),
+        };
+        store.call("migrations", migrate).await?;
+        Ok(store)
+    }
+
+    fn connect(path: &Path) -> rusqlite::Result<Connection> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(conn)
+    }
+
+    /// Runs `f` with a pooled connection on the offload pool.
+    async fn call<T, F>(&self, collection: &'static str, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let outcome = self
+            .inner
+            .pool
+            .run(move || {
+                if !inner.stall.is_zero() {
+                    std::thread::sleep(inner.stall);
+                }
+                let idle = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let mut conn = match idle {
+                    Some(conn) => conn,
+                    None => Self::connect(&inner.path).map_err(unavailable)?,
+                };
+                let result = f(&mut conn).map_err(|e| classify(collection, e));
+                inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+                result
+            })
+            .await;
+        outcome.map_err(|e| StoreError::Other(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+const PROJECT_COLUMNS: &str = "id, created_at, updated_at, directus_user_id, name, language, context, is_conversation_allowed, \
+    is_get_reply_enabled, is_project_notification_subscription_allowed, is_enhanced_audio_processing_enabled, \
+    default_conversation_ask_for_participant_name, default_conversation_tutorial_slug, conversation_ask_for_participant_name_label, \
+    default_conversation_title, default_conversation_description, default_conversation_finish_text, \
+    default_conversation_transcript_prompt, get_reply_prompt, get_reply_mode, image_generation_model";
+
+fn project_from_row(r: &Row) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(0)?,
+        created_at: parse_ts(r.get(1)?),
+        updated_at: parse_ts(r.get(2)?),
+        directus_user_id: r.get(3)?,
+        name: r.get(4)?,
+        language: r.get(5)?,
+        context: r.get(6)?,
+        is_conversation_allowed: r.get(7)?,
+        is_get_reply_enabled: r.get(8)?,
+        is_project_notification_subscription_allowed: r.get(9)?,
+        is_enhanced_audio_processing_enabled: r.get(10)?,
+        default_conversation_ask_for_participant_name: r.get(11)?,
+        default_conversation_tutorial_slug: r.get(12)?,
+        conversation_ask_for_participant_name_label: r.get(13)?,
+        default_conversation_title: r.get(14)?,
+        default_conversation_description: r.get(15)?,
+        default_conversation_finish_text: r.get(16)?,
+        default_conversation_transcript_prompt: r.get(17)?,
+        get_reply_prompt: r.get(18)?,
+        get_reply_mode: r.get(19)?,
+        image_generation_model: r.get(20)?,
+        tags: Vec::new(),
+    })
+}
+
+const TAG_COLUMNS: &str = "id, project_id, text, sort, created_at, updated_at";
+
+fn tag_from_row(r: &Row) -> rusqlite::Result<ProjectTag> {
+    Ok(ProjectTag {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        text: r.get(2)?,
+        sort: r.get(3)?,
+        created_at: parse_ts(r.get(4)?),
+        updated_at: parse_ts(r.get(5)?),
+    })
+}
+
+fn load_project(conn: &Connection, id: &str) -> rusqlite::Result<Option<Project>> {
+    let project = conn
+        .query_row(
+            &format!("SELECT {PROJECT_COLUMNS} FROM project WHERE id = ?1"),
+            [id],
+            project_from_row,
+        )
+        .optional()?;
+    let Some(mut project) = project else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TAG_COLUMNS} FROM project_tag WHERE project_id = ?1 ORDER BY sort IS NULL, sort, created_at, id"
+    ))?;
+    project.tags = stmt
+        .query_map([id], tag_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(project))
+}
+
+const CONVERSATION_COLUMNS: &str = "id, project_id, created_at, updated_at, participant_name, participant_email, participant_user_agent, \
+    source, summary, duration, merged_audio_path, is_finished, is_all_chunks_transcribed, is_audio_processing_finished";
+
+fn load_conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
+    let conversation = conn
+        .query_row(
+            &format!("SELECT {CONVERSATION_COLUMNS} FROM conversation WHERE id = ?1"),
+            [id],
+            |r| {
+                Ok(Conversation {
+                    id: r.get(0)?,
+                    project_id: r.get(1)?,
+                    created_at: parse_ts(r.get(2)?),
+                    updated_at: parse_ts(r.get(3)?),
+                    participant_name: r.get(4)?,
+                    participant_email: r.get(5)?,
+                    participant_user_agent: r.get(6)?,
+                    source: r.get(7)?,
+                    summary: r.get(8)?,
+                    duration: r.get(9)?,
+                    merged_audio_path: r.get(10)?,
+                    is_finished: r.get(11)?,
+                    is_all_chunks_transcribed: r.get(12)?,
+                    is_audio_processing_finished: r.get(13)?,
+                    tag_ids: Vec::new(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut conversation) = conversation else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT project_tag_id FROM conversation_project_tag WHERE conversation_id = ?1 AND project_tag_id IS NOT NULL ORDER BY id",
+    )?;
+    conversation.tag_ids = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(conversation))
+}
+
+const CHUNK_COLUMNS: &str =
+    "id, conversation_id, created_at, timestamp, path, source, transcript, error";
+
+fn chunk_from_row(r: &Row) -> rusqlite::Result<Chunk> {
+    let timestamp: String = r.get(3)?;
+    Ok(Chunk {
+        id: r.get(0)?,
+        conversation_id: r.get(1)?,
+        created_at: parse_ts(r.get(2)?),
+        timestamp: parse_ts(Some(timestamp.clone())).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("bad timestamp {timestamp:?}").into(),
+            )
+        })?,
+        path: r.get(4)?,
+        source: r.get(5)?,
+        transcript: r.get(6)?,
+        error: r.get(7)?,
+    })
+}
+
+fn load_chunk(conn: &Connection, id: &str) -> rusqlite::Result<Option<Chunk>> {
+    conn.query_row(
+        &format!("SELECT {CHUNK_COLUMNS} FROM conversation_chunk WHERE id = ?1"),
+        [id],
+        chunk_from_row,
+    )
+    .optional()
+}
+
+const PARTICIPANT_COLUMNS: &str =
+    "id, email, project_id, conversation_id, email_opt_in, email_opt_out_token";
+
+fn participant_from_row(r: &Row) -> rusqlite::Result<NotificationParticipant> {
+    Ok(NotificationParticipant {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        project_id: r.get(2)?,
+        conversation_id: r.get(3)?,
+        email_opt_in: r.get(4)?,
+        email_opt_out_token: r.get(5)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Dependency {
+        Dependency::Database
+    }
+
+    async fn get_project(&self, id: &str) -> StoreResult<Option<Project>> {
+        let id = id.to_string();
+        self.call("project", move |conn| load_project(conn, &id))
+            .await
+    }
+
+    async fn create_project(&self, p: NewProject) -> StoreResult<Project> {
+        let id = p.id.clone();
+        self.call("project", move |conn| {
+            conn.execute(
+                "INSERT INTO project (id, created_at, directus_user_id, name, language, context, is_conversation_allowed, \
+                 is_get_reply_enabled, is_project_notification_subscription_allowed, default_conversation_title, \
+                 default_conversation_description, default_conversation_finish_text, image_generation_model) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'))",
+                params![
+                    p.id,
+                    now(),
+                    p.directus_user_id,
+                    p.name,
+                    p.language,
+                    p.context,
+                    p.is_conversation_allowed,
+                    p.is_get_reply_enabled,
+                    p.is_project_notification_subscription_allowed,
+                    p.default_conversation_title,
+                    p.default_conversation_description,
+                    p.default_conversation_finish_text,
+                    p.image_generation_model
+                ],
+            )?;
+            load_project(conn, &p.id)
+        })
+        .await
+        .and_then(|p| p.ok_or_else(|| StoreError::Other(format!("project {id} vanished after create"))))
+    }
+
+    async fn create_project_tag(
+        &self,
+        id: &str,
+        project_id: &str,
+        text: Option<&str>,
+        sort: Option<i64>,
+    ) -> StoreResult<ProjectTag> {
+        let (id, project_id, text) = (
+            id.to_string(),
+            project_id.to_string(),
+            text.map(str::to_string),
+        );
+        self.call("project_tag", move |conn| {
+            conn.execute(
+                "INSERT INTO project_tag (id, project_id, text, sort, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, project_id, text, sort, now()],
+            )?;
+            conn.query_row(&format!("SELECT {TAG_COLUMNS} FROM project_tag WHERE id = ?1"), [&id], tag_from_row)
+        })
+        .await
+    }
+
+    async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>> {
+        let id = id.to_string();
+        self.call("conversation", move |conn| load_conversation(conn, &id))
+            .await
+    }
+
+    async fn create_conversation(&self, c: NewConversation) -> StoreResult<Conversation> {
+        let id = c.id.clone();
+        let created = self
+            .call("conversation", move |conn| {
+                let tx = conn.transaction()?;
+                let inserted = tx.execute(
+                    "INSERT INTO conversation (id, created_at, project_id, participant_name, participant_email, participant_user_agent, source) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![c.id, now(), c.project_id, c.participant_name, c.participant_email, c.participant_user_agent, c.source],
+                );
+                if let Err(err) = inserted {
+                    return if is_unique_violation(&err) { Ok(None) } else { Err(err) };
+                }
+                for tag in &c.tag_ids {
+                    tx.execute("INSERT INTO conversation_project_tag (conversation_id, project_tag_id) VALUES (?1, ?2)", params![c.id, tag])?;
+                }
+                tx.commit()?;
+                load_conversation(conn, &c.id)
+            })
+            .await?;
+        created.ok_or(StoreError::AlreadyExists {
+            collection: "conversation",
+            id,
+        })
+    }
+
+    async fn set_all_chunks_transcribed(
+        &self,
+        conversation_id: &str,
+        value: bool,
+    ) -> StoreResult<()> {
+        let id = conversation_id.to_string();
+        self.call("conversation", move |conn| {
+            conn.execute("UPDATE conversation SET is_all_chunks_transcribed = ?2, updated_at = ?3 WHERE id = ?1", params![id, value, now()])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn list_chunks(
+        &self,
+        conversation_id: &str,
+        order: ChunkOrder,
+    ) -> StoreResult<Vec<Chunk>> {
+        let id = conversation_id.to_string();
+        let direction = match order {
+            ChunkOrder::OldestFirst => "ASC",
+            ChunkOrder::NewestFirst => "DESC",
+        };
+        self.call("conversation_chunk", move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CHUNK_COLUMNS} FROM conversation_chunk WHERE conversation_id = ?1 ORDER BY timestamp {direction}, id {direction}"
+            ))?;
+            stmt.query_map([id], chunk_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn get_chunk(&self, id: &str) -> StoreResult<Option<Chunk>> {
+        let id = id.to_string();
+        self.call("conversation_chunk", move |conn| load_chunk(conn, &id))
+            .await
+    }
+
+    async fn create_chunk(&self, c: NewChunk) -> StoreResult<Chunk> {
+        let id = c.id.clone();
+        let created = self
+            .call("conversation_chunk", move |conn| {
+                let inserted = conn.execute(
+                    "INSERT INTO conversation_chunk (id, created_at, conversation_id, timestamp, path, source, transcript) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![c.id, now(), c.conversation_id, ts(&c.timestamp), c.path, c.source, c.transcript],
+                );
+                match inserted {
+                    Ok(_) => load_chunk(conn, &c.id),
+                    Err(err) if is_unique_violation(&err) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+        created.ok_or(StoreError::AlreadyExists {
+            collection: "conversation_chunk",
+            id,
+        })
+    }
+
+    async fn delete_chunk(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call("conversation_chunk", move |conn| {
+            conn.execute("DELETE FROM conversation_chunk WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn find_notification_participant(
+        &self,
+        email: &str,
+        project_id: &str,
+    ) -> StoreResult<Option<NotificationParticipant>> {
+        let (email, project_id) = (email.to_string(), project_id.to_string());
+        self.call("project_report_notification_participants", move |conn| {
+            conn.query_row(
+                &format!("SELECT {PARTICIPANT_COLUMNS} FROM project_report_notification_participants WHERE email = ?1 AND project_id = ?2 ORDER BY id LIMIT 1"),
+                params![email, project_id],
+                participant_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn create_notification_participant(
+        &self,
+        row: NewNotificationParticipant,
+    ) -> StoreResult<NotificationParticipant> {
+        self.call("project_report_notification_participants", move |conn| {
+            let id = uuid::Uuid::new_v4().to_string();
+            conn.execute(
+                "INSERT INTO project_report_notification_participants (id, email, project_id, conversation_id, email_opt_in, email_opt_out_token, date_submitted) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, row.email, row.project_id, row.conversation_id, row.email_opt_in, uuid::Uuid::new_v4().to_string(), now()],
+            )?;
+            conn.query_row(
+                &format!("SELECT {PARTICIPANT_COLUMNS} FROM project_report_notification_participants WHERE id = ?1"),
+                [&id],
+                participant_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn delete_notification_participant(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_string();
+        self.call("project_report_notification_participants", move |conn| {
+            conn.execute(
+                "DELETE FROM project_report_notification_participants WHERE id = ?1",
+                [id],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn notification_participants_by_token(
+        &self,
+        project_id: &str,
+        token: &str,
+    ) -> StoreResult<Vec<NotificationParticipant>> {
+        let (project_id, token) = (project_id.to_string(), token.to_string());
+        self.call("project_report_notification_participants", move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PARTICIPANT_COLUMNS} FROM project_report_notification_participants WHERE project_id = ?1 AND email_opt_out_token = ?2 ORDER BY id"
+            ))?;
+            stmt.query_map(params![project_id, token], participant_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn set_notification_opt_in(&self, id: &str, email_opt_in: bool) -> StoreResult<()> {
+        let id = id.to_string();
+        self.call("project_report_notification_participants", move |conn| {
+            conn.execute(
+                "UPDATE project_report_notification_participants SET email_opt_in = ?2, date_updated = ?3 WHERE id = ?1",
+                params![id, email_opt_in, now()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+}
