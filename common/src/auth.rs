@@ -22,10 +22,7 @@ pub struct Session {
 impl Session {
     /// The identity internal code (tasks, reports) uses: passes every ownership check.
     pub fn internal() -> Self {
-        Session {
-            user_id: "internal".into(),
-            is_admin: true,
-        }
+        Session { user_id: "internal".into(), is_admin: true }
     }
 
     /// Admins own everything; others must be the project's `directus_user_id`.
@@ -78,25 +75,19 @@ pub fn token_from_headers<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Opti
 /// Verifies an HS256 token at time `now` (unix seconds) and returns its session.
 pub fn verify(token: &str, secret: &str, now: i64) -> Result<Session, AuthError> {
     let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(AuthError::Malformed);
     };
     let header: Value = decode_json(header_b64)?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
         return Err(AuthError::Algorithm);
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(sig_b64)
-        .map_err(|_| AuthError::Malformed)?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| AuthError::Signature)?;
+    let signature = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| AuthError::Malformed)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| AuthError::Signature)?;
     mac.update(header_b64.as_bytes());
     mac.update(b".");
     mac.update(payload_b64.as_bytes());
-    mac.verify_slice(&signature)
-        .map_err(|_| AuthError::Signature)?;
+    mac.verify_slice(&signature).map_err(|_| AuthError::Signature)?;
 
     let claims: Value = decode_json(payload_b64)?;
     let claims = claims.as_object().ok_or(AuthError::Malformed)?;
@@ -129,9 +120,7 @@ pub fn verify(token: &str, secret: &str, now: i64) -> Result<Session, AuthError>
 }
 
 fn decode_json(part: &str) -> Result<Value, AuthError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).map_err(|_| AuthError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
 }
 
@@ -160,8 +149,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = token_from_headers(&parts.headers, state.session_cookie_name())
-            .ok_or(ApiError::Unauthorized)?;
+        let token = token_from_headers(&parts.headers, state.session_cookie_name()).ok_or(ApiError::Unauthorized)?;
         let Some(secret) = state.directus_secret() else {
             tracing::error!("DIRECTUS_SECRET is not configured; rejecting a session token");
             return Err(ApiError::Unauthorized);
@@ -199,13 +187,7 @@ mod tests {
             &json!({"id": "u-1", "role": "r", "app_access": true, "admin_access": false, "iat": NOW - 10, "exp": NOW + 900, "iss": "directus"}),
             SECRET,
         );
-        assert_eq!(
-            verify(&token, SECRET, NOW),
-            Ok(Session {
-                user_id: "u-1".into(),
-                is_admin: false
-            })
-        );
+        assert_eq!(verify(&token, SECRET, NOW), Ok(Session { user_id: "u-1".into(), is_admin: false }));
         let admin = sign(&json!({"id": "a", "admin_access": true}), SECRET);
         assert!(verify(&admin, SECRET, NOW).unwrap().is_admin);
     }
@@ -213,53 +195,19 @@ mod tests {
     #[test]
     fn bad_tokens_are_rejected() {
         let good = sign(&json!({"id": "u-1", "exp": NOW + 60}), SECRET);
-        assert_eq!(
-            verify(&good, "other-secret", NOW),
-            Err(AuthError::Signature)
-        );
+        assert_eq!(verify(&good, "other-secret", NOW), Err(AuthError::Signature));
         // Tampered payload, original signature.
         let mut parts: Vec<&str> = good.split('.').collect();
-        let forged =
-            URL_SAFE_NO_PAD.encode(br#"{"id":"u-1","exp":9999999999,"admin_access":true}"#);
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"id":"u-1","exp":9999999999,"admin_access":true}"#);
         parts[1] = &forged;
-        assert_eq!(
-            verify(&parts.join("."), SECRET, NOW),
-            Err(AuthError::Signature)
-        );
+        assert_eq!(verify(&parts.join("."), SECRET, NOW), Err(AuthError::Signature));
         assert_eq!(verify(&good, SECRET, NOW + 60), Err(AuthError::Expired));
-        assert_eq!(
-            verify(
-                &sign(&json!({"id": "u", "nbf": NOW + 5}), SECRET),
-                SECRET,
-                NOW
-            ),
-            Err(AuthError::NotYetValid)
-        );
-        assert_eq!(
-            verify(&sign(&json!({"id": "u", "aud": "x"}), SECRET), SECRET, NOW),
-            Err(AuthError::Claim("aud"))
-        );
-        assert_eq!(
-            verify(
-                &sign(&json!({"id": "u", "iat": "yesterday"}), SECRET),
-                SECRET,
-                NOW
-            ),
-            Err(AuthError::Claim("iat"))
-        );
-        assert_eq!(
-            verify(&sign(&json!({"admin_access": true}), SECRET), SECRET, NOW),
-            Err(AuthError::Claim("id"))
-        );
-        assert_eq!(
-            verify("static-directus-token", SECRET, NOW),
-            Err(AuthError::Malformed)
-        );
-        let none_alg = format!(
-            "{}.{}.",
-            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
-            URL_SAFE_NO_PAD.encode(br#"{"id":"u"}"#)
-        );
+        assert_eq!(verify(&sign(&json!({"id": "u", "nbf": NOW + 5}), SECRET), SECRET, NOW), Err(AuthError::NotYetValid));
+        assert_eq!(verify(&sign(&json!({"id": "u", "aud": "x"}), SECRET), SECRET, NOW), Err(AuthError::Claim("aud")));
+        assert_eq!(verify(&sign(&json!({"id": "u", "iat": "yesterday"}), SECRET), SECRET, NOW), Err(AuthError::Claim("iat")));
+        assert_eq!(verify(&sign(&json!({"admin_access": true}), SECRET), SECRET, NOW), Err(AuthError::Claim("id")));
+        assert_eq!(verify("static-directus-token", SECRET, NOW), Err(AuthError::Malformed));
+        let none_alg = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), URL_SAFE_NO_PAD.encode(br#"{"id":"u"}"#));
         assert_eq!(verify(&none_alg, SECRET, NOW), Err(AuthError::Algorithm));
     }
 
@@ -275,47 +223,20 @@ mod tests {
             (json!(null), false),
         ] {
             let token = sign(&json!({"id": 7, "admin_access": value}), SECRET);
-            assert_eq!(
-                verify(&token, SECRET, NOW).unwrap(),
-                Session {
-                    user_id: "7".into(),
-                    is_admin: admin
-                }
-            );
+            assert_eq!(verify(&token, SECRET, NOW).unwrap(), Session { user_id: "7".into(), is_admin: admin });
         }
     }
 
     #[test]
     fn cookie_wins_over_bearer() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "authorization",
-            HeaderValue::from_static("Bearer from-header "),
-        );
-        assert_eq!(
-            token_from_headers(&headers, "directus_session_token"),
-            Some("from-header")
-        );
-        headers.insert(
-            "cookie",
-            HeaderValue::from_static("a=b; directus_session_token=from-cookie"),
-        );
-        assert_eq!(
-            token_from_headers(&headers, "directus_session_token"),
-            Some("from-cookie")
-        );
-        headers.insert(
-            "cookie",
-            HeaderValue::from_static("directus_session_token=  "),
-        );
-        assert_eq!(
-            token_from_headers(&headers, "directus_session_token"),
-            Some("from-header")
-        );
-        headers.insert(
-            "authorization",
-            HeaderValue::from_static("bearer lower-case-prefix"),
-        );
+        headers.insert("authorization", HeaderValue::from_static("Bearer from-header "));
+        assert_eq!(token_from_headers(&headers, "directus_session_token"), Some("from-header"));
+        headers.insert("cookie", HeaderValue::from_static("a=b; directus_session_token=from-cookie"));
+        assert_eq!(token_from_headers(&headers, "directus_session_token"), Some("from-cookie"));
+        headers.insert("cookie", HeaderValue::from_static("directus_session_token=  "));
+        assert_eq!(token_from_headers(&headers, "directus_session_token"), Some("from-header"));
+        headers.insert("authorization", HeaderValue::from_static("bearer lower-case-prefix"));
         assert_eq!(token_from_headers(&headers, "directus_session_token"), None);
     }
 }

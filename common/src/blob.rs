@@ -39,9 +39,7 @@ pub enum BlobError {
 impl From<BlobError> for crate::error::ApiError {
     fn from(err: BlobError) -> Self {
         match err {
-            BlobError::Unavailable(reason) => {
-                Self::unavailable(crate::error::Dependency::Storage, reason)
-            }
+            BlobError::Unavailable(reason) => Self::unavailable(crate::error::Dependency::Storage, reason),
             other => Self::internal(other),
         }
     }
@@ -53,14 +51,8 @@ where
 {
     let text = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
     match &err {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            BlobError::Unavailable(text)
-        }
-        SdkError::ServiceError(e)
-            if matches!(e.raw().status().as_u16(), 429 | 500 | 502 | 503 | 504) =>
-        {
-            BlobError::Unavailable(text)
-        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => BlobError::Unavailable(text),
+        SdkError::ServiceError(e) if matches!(e.raw().status().as_u16(), 429 | 500 | 502 | 503 | 504) => BlobError::Unavailable(text),
         _ => BlobError::Other(text),
     }
 }
@@ -83,30 +75,15 @@ impl Blob {
     /// Builds the clients; credentials are the static pair when set, else the default chain
     /// (the Lambda role, whose session token then travels in presigned POSTs).
     pub async fn connect(settings: &S3Settings) -> Result<Self, BlobError> {
-        let bucket = settings
-            .bucket
-            .clone()
-            .ok_or_else(|| BlobError::Config("STORAGE_S3_BUCKET is not set".into()))?;
-        let endpoint = settings
-            .endpoint
-            .clone()
-            .ok_or_else(|| BlobError::Config("STORAGE_S3_ENDPOINT is not set".into()))?;
+        let bucket = settings.bucket.clone().ok_or_else(|| BlobError::Config("STORAGE_S3_BUCKET is not set".into()))?;
+        let endpoint = settings.endpoint.clone().ok_or_else(|| BlobError::Config("STORAGE_S3_ENDPOINT is not set".into()))?;
         let region = Region::new(settings.region.clone());
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region.clone());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region.clone());
         if let (Some(key), Some(secret)) = (&settings.access_key, &settings.secret_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                key,
-                secret,
-                None,
-                None,
-                "echo-static",
-            ));
+            loader = loader.credentials_provider(Credentials::new(key, secret, None, None, "echo-static"));
         }
         let shared = loader.load().await;
-        let credentials = shared
-            .credentials_provider()
-            .ok_or_else(|| BlobError::Config("no AWS credentials provider".into()))?;
+        let credentials = shared.credentials_provider().ok_or_else(|| BlobError::Config("no AWS credentials provider".into()))?;
         let client_for = |url: &str| {
             let conf = aws_sdk_s3::config::Builder::from(&shared)
                 .endpoint_url(url)
@@ -120,10 +97,7 @@ impl Blob {
                 .build();
             Client::from_conf(conf)
         };
-        let browser_endpoint = settings
-            .public_endpoint
-            .clone()
-            .unwrap_or_else(|| endpoint.clone());
+        let browser_endpoint = settings.public_endpoint.clone().unwrap_or_else(|| endpoint.clone());
         Ok(Blob {
             client: client_for(&endpoint),
             browser_client: client_for(&browser_endpoint),
@@ -156,32 +130,15 @@ impl Blob {
 
     /// The object's size, or None when there is no such object.
     pub async fn head(&self, key: &str) -> Result<Option<u64>, BlobError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
             Err(err) => Err(classify(err)),
         }
     }
 
-    pub async fn put(
-        &self,
-        key: &str,
-        body: bytes::Bytes,
-        content_type: Option<&str>,
-    ) -> Result<(), BlobError> {
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body));
+    pub async fn put(&self, key: &str, body: bytes::Bytes, content_type: Option<&str>) -> Result<(), BlobError> {
+        let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
         if let Some(ct) = content_type {
             req = req.content_type(ct);
         }
@@ -190,31 +147,14 @@ impl Blob {
 
     /// A GET URL for the browser (or a provider), valid for `expires`.
     pub async fn presigned_get(&self, key: &str, expires: Duration) -> Result<String, BlobError> {
-        let config =
-            PresigningConfig::expires_in(expires).map_err(|e| BlobError::Other(e.to_string()))?;
-        let req = self
-            .browser_client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .presigned(config)
-            .await
-            .map_err(classify)?;
+        let config = PresigningConfig::expires_in(expires).map_err(|e| BlobError::Other(e.to_string()))?;
+        let req = self.browser_client.get_object().bucket(&self.bucket).key(key).presigned(config).await.map_err(classify)?;
         Ok(req.uri().to_string())
     }
 
     /// A browser POST upload to exactly `key` with exactly `content_type`.
-    pub async fn presigned_post(
-        &self,
-        key: &str,
-        content_type: &str,
-        now: DateTime<Utc>,
-    ) -> Result<PresignedPost, BlobError> {
-        let creds = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| BlobError::Unavailable(format!("credentials: {e}")))?;
+    pub async fn presigned_post(&self, key: &str, content_type: &str, now: DateTime<Utc>) -> Result<PresignedPost, BlobError> {
+        let creds = self.credentials.provide_credentials().await.map_err(|e| BlobError::Unavailable(format!("credentials: {e}")))?;
         Ok(post_policy::presign(post_policy::PostRequest {
             url: format!("{}/{}", self.browser_endpoint, self.bucket),
             bucket: &self.bucket,
@@ -256,25 +196,13 @@ pub fn key_from_url(url: &str, endpoint: &str, bucket: &str) -> Option<String> {
 /// the stem so the name is at most `max_len` characters (D29).
 pub fn sanitize_filename(name: &str, max_len: usize) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let mut cleaned: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut cleaned: String =
+        base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
     while cleaned.contains("..") {
         cleaned = cleaned.replace("..", ".");
     }
     let cleaned = cleaned.trim_matches('.').to_string();
-    let cleaned = if cleaned.is_empty() {
-        "upload".to_string()
-    } else {
-        cleaned
-    };
+    let cleaned = if cleaned.is_empty() { "upload".to_string() } else { cleaned };
     if cleaned.len() <= max_len {
         return cleaned;
     }
@@ -295,63 +223,26 @@ mod tests {
     #[test]
     fn keys_from_urls_follow_echo() {
         assert_eq!(
-            key_from_url(
-                "http://127.0.0.1:8001/echo/conversation/c/chunks/x.webm",
-                EP,
-                "echo"
-            )
-            .as_deref(),
+            key_from_url("http://127.0.0.1:8001/echo/conversation/c/chunks/x.webm", EP, "echo").as_deref(),
             Some("conversation/c/chunks/x.webm")
         );
-        assert_eq!(
-            key_from_url(
-                " http://127.0.0.1:8001/echo/a/b.mp3?X-Amz-Signature=1 ",
-                EP,
-                "echo"
-            )
-            .as_deref(),
-            Some("a/b.mp3")
-        );
+        assert_eq!(key_from_url(" http://127.0.0.1:8001/echo/a/b.mp3?X-Amz-Signature=1 ", EP, "echo").as_deref(), Some("a/b.mp3"));
         // Written under a previous endpoint: parts after scheme://host/bucket.
         assert_eq!(
-            key_from_url(
-                "https://minio:9000/dembrane/audio-conversations/m.mp3",
-                EP,
-                "echo"
-            )
-            .as_deref(),
+            key_from_url("https://minio:9000/dembrane/audio-conversations/m.mp3", EP, "echo").as_deref(),
             Some("audio-conversations/m.mp3")
         );
-        assert_eq!(
-            key_from_url("/conversation/c/x.wav", EP, "echo").as_deref(),
-            Some("conversation/c/x.wav")
-        );
+        assert_eq!(key_from_url("/conversation/c/x.wav", EP, "echo").as_deref(), Some("conversation/c/x.wav"));
         assert_eq!(key_from_url("https://host/bucket", EP, "echo"), None);
-        assert_eq!(
-            key_from_url(
-                "http://127.0.0.1:8001/echo/conversation/../other",
-                EP,
-                "echo"
-            ),
-            None
-        );
-        assert_eq!(
-            key_from_url("http://127.0.0.1:8001/echo//abs", EP, "echo"),
-            None
-        );
+        assert_eq!(key_from_url("http://127.0.0.1:8001/echo/conversation/../other", EP, "echo"), None);
+        assert_eq!(key_from_url("http://127.0.0.1:8001/echo//abs", EP, "echo"), None);
     }
 
     #[test]
     fn filenames_are_sanitized_and_bounded() {
-        assert_eq!(
-            sanitize_filename("chunk-1760616060000.webm", 100),
-            "chunk-1760616060000.webm"
-        );
+        assert_eq!(sanitize_filename("chunk-1760616060000.webm", 100), "chunk-1760616060000.webm");
         assert_eq!(sanitize_filename("../../etc/passwd", 100), "passwd");
-        assert_eq!(
-            sanitize_filename("my recording (1).m4a", 100),
-            "my_recording__1_.m4a"
-        );
+        assert_eq!(sanitize_filename("my recording (1).m4a", 100), "my_recording__1_.m4a");
         assert_eq!(sanitize_filename("a..b....mp3", 100), "a.b.mp3");
         assert_eq!(sanitize_filename("..", 100), "upload");
         assert_eq!(sanitize_filename("ünïcödé.wav", 100), "_n_c_d_.wav");

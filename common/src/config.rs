@@ -17,12 +17,7 @@ pub enum StoreSettings {
     /// Embedded SQLite file (the default; `ECHO_STORE=sqlite`).
     Sqlite { path: PathBuf },
     /// Directus REST API (`ECHO_STORE=directus`).
-    Directus {
-        base_url: String,
-        token: Option<String>,
-        timeout_seconds: u64,
-        page_size: u32,
-    },
+    Directus { base_url: String, token: Option<String>, timeout_seconds: u64, page_size: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,25 +83,17 @@ impl Settings {
 
     /// Builds settings from any name -> value lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match var(name) {
                 None => Ok(default),
-                Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
-                    name,
-                    reason: format!("{v:?} is not a whole number"),
-                }),
+                Some(v) => v.parse().map_err(|_| ConfigError::Invalid { name, reason: format!("{v:?} is not a whole number") }),
             }
         };
 
         let store = match var("ECHO_STORE").as_deref().unwrap_or("sqlite") {
             "sqlite" => StoreSettings::Sqlite {
-                path: var("ECHO_SQLITE_PATH")
-                    .map_or_else(|| PathBuf::from(".echo-local/echo.sqlite3"), PathBuf::from),
+                path: var("ECHO_SQLITE_PATH").map_or_else(|| PathBuf::from(".echo-local/echo.sqlite3"), PathBuf::from),
             },
             "directus" => StoreSettings::Directus {
                 base_url: var("DIRECTUS_BASE_URL").unwrap_or_else(|| "http://directus:8055".into()),
@@ -115,23 +102,17 @@ impl Settings {
                 page_size: number("DIRECTUS_PAGE_SIZE", 500)? as u32,
             },
             other => {
-                return Err(ConfigError::Invalid {
-                    name: "ECHO_STORE",
-                    reason: format!("{other:?} is not one of sqlite, directus"),
-                });
+                return Err(ConfigError::Invalid { name: "ECHO_STORE", reason: format!("{other:?} is not one of sqlite, directus") });
             }
         };
 
         let s3 = S3Settings {
             bucket: var("STORAGE_S3_BUCKET"),
             endpoint: var("STORAGE_S3_ENDPOINT").map(|e| e.trim_end_matches('/').to_string()),
-            region: var("STORAGE_S3_REGION")
-                .or_else(|| var("AWS_REGION"))
-                .unwrap_or_else(|| "us-east-1".into()),
+            region: var("STORAGE_S3_REGION").or_else(|| var("AWS_REGION")).unwrap_or_else(|| "us-east-1".into()),
             access_key: var("STORAGE_S3_KEY"),
             secret_key: var("STORAGE_S3_SECRET"),
-            public_endpoint: var("STORAGE_S3_PUBLIC_ENDPOINT")
-                .map(|e| e.trim_end_matches('/').to_string()),
+            public_endpoint: var("STORAGE_S3_PUBLIC_ENDPOINT").map(|e| e.trim_end_matches('/').to_string()),
             upload_max_bytes: number("UPLOAD_MAX_BYTES", 2 * 1024 * 1024 * 1024)?,
         };
 
@@ -144,17 +125,14 @@ impl Settings {
         let api = ApiSettings {
             api_base_url: var("API_BASE_URL").unwrap_or_else(|| "http://localhost:8000/api".into()),
             admin_base_url: var("ADMIN_BASE_URL").unwrap_or_else(|| "http://localhost:3000".into()),
-            participant_base_url: var("PARTICIPANT_BASE_URL")
-                .unwrap_or_else(|| "http://localhost:3001".into()),
+            participant_base_url: var("PARTICIPANT_BASE_URL").unwrap_or_else(|| "http://localhost:3001".into()),
             disable_cors: parse_bool(var("DISABLE_CORS").as_deref()),
-            upload_url_rate_limit_per_minute: number("UPLOAD_URL_RATE_LIMIT_PER_MINUTE", 10)?
-                as u32,
+            upload_url_rate_limit_per_minute: number("UPLOAD_URL_RATE_LIMIT_PER_MINUTE", 10)? as u32,
         };
 
         let auth = AuthSettings {
             directus_secret: var("DIRECTUS_SECRET"),
-            session_cookie_name: var("DIRECTUS_SESSION_COOKIE_NAME")
-                .unwrap_or_else(|| "directus_session_token".into()),
+            session_cookie_name: var("DIRECTUS_SESSION_COOKIE_NAME").unwrap_or_else(|| "directus_session_token".into()),
         };
 
         Ok(Settings {
@@ -182,10 +160,7 @@ impl Settings {
                     StoreSettings::Sqlite { .. } => true,
                 },
                 other => {
-                    return Err(ConfigError::Invalid {
-                        name: other,
-                        reason: "not a known setting".into(),
-                    });
+                    return Err(ConfigError::Invalid { name: other, reason: "not a known setting".into() });
                 }
             };
             if !present {
@@ -197,10 +172,7 @@ impl Settings {
 
     /// The CORS origins allowed to call with credentials.
     pub fn allowed_origins(&self) -> Vec<String> {
-        [&self.api.admin_base_url, &self.api.participant_base_url]
-            .into_iter()
-            .map(|o| o.trim_end_matches('/').to_string())
-            .collect()
+        [&self.api.admin_base_url, &self.api.participant_base_url].into_iter().map(|o| o.trim_end_matches('/').to_string()).collect()
     }
 }
 
@@ -210,10 +182,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -239,19 +208,10 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(matches!(
-            settings(&[("ECHO_STORE", "mongo")]),
-            Err(ConfigError::Invalid {
-                name: "ECHO_STORE",
-                ..
-            })
-        ));
+        assert!(matches!(settings(&[("ECHO_STORE", "mongo")]), Err(ConfigError::Invalid { name: "ECHO_STORE", .. })));
         assert!(matches!(
             settings(&[("UPLOAD_URL_RATE_LIMIT_PER_MINUTE", "ten")]),
-            Err(ConfigError::Invalid {
-                name: "UPLOAD_URL_RATE_LIMIT_PER_MINUTE",
-                ..
-            })
+            Err(ConfigError::Invalid { name: "UPLOAD_URL_RATE_LIMIT_PER_MINUTE", .. })
         ));
     }
 
@@ -259,14 +219,8 @@ mod tests {
     fn require_names_the_missing_variable() {
         let s = settings(&[("STORAGE_S3_BUCKET", "b")]).unwrap();
         assert!(s.require(&["STORAGE_S3_BUCKET"]).is_ok());
-        assert!(matches!(
-            s.require(&["STORAGE_S3_ENDPOINT"]),
-            Err(ConfigError::Missing("STORAGE_S3_ENDPOINT"))
-        ));
+        assert!(matches!(s.require(&["STORAGE_S3_ENDPOINT"]), Err(ConfigError::Missing("STORAGE_S3_ENDPOINT"))));
         let d = settings(&[("ECHO_STORE", "directus")]).unwrap();
-        assert!(matches!(
-            d.require(&["DIRECTUS_TOKEN"]),
-            Err(ConfigError::Missing("DIRECTUS_TOKEN"))
-        ));
+        assert!(matches!(d.require(&["DIRECTUS_TOKEN"]), Err(ConfigError::Missing("DIRECTUS_TOKEN"))));
     }
 }

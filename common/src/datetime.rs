@@ -9,11 +9,7 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }
-    for format in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-    ] {
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
             return Some(t.and_utc());
         }
@@ -21,9 +17,7 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z") {
         return Some(t.with_timezone(&Utc));
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
 }
 
 pub fn format(t: &DateTime<Utc>) -> String {
@@ -42,9 +36,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::
         }),
         _ => None,
     };
-    parsed.ok_or_else(|| {
-        serde::de::Error::custom(format!("Input should be a valid datetime, got {value}"))
-    })
+    parsed.ok_or_else(|| serde::de::Error::custom(format!("Input should be a valid datetime, got {value}")))
 }
 
 /// serde: datetimes in responses.
@@ -62,10 +54,7 @@ mod tests {
         assert_eq!(format(&z), "2025-10-16T12:34:56.789Z");
         assert_eq!(parse("2025-10-16T14:34:56.789+02:00"), Some(z));
         assert_eq!(parse("2025-10-16T12:34:56.789"), Some(z));
-        assert_eq!(
-            format(&parse("2025-10-16").unwrap()),
-            "2025-10-16T00:00:00.000Z"
-        );
+        assert_eq!(format(&parse("2025-10-16").unwrap()), "2025-10-16T00:00:00.000Z");
         assert_eq!(parse("yesterday"), None);
     }
 }

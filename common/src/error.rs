@@ -61,10 +61,7 @@ pub enum ApiError {
     #[error("{0}")]
     TooManyRequests(String),
     #[error("{} ({reason})", .dependency.unavailable_detail())]
-    Unavailable {
-        dependency: Dependency,
-        reason: String,
-    },
+    Unavailable { dependency: Dependency, reason: String },
     /// A 500 with a specific detail; `reason` is logged, never sent.
     #[error("{detail}: {reason}")]
     Internal { detail: String, reason: String },
@@ -81,30 +78,17 @@ impl ApiError {
         Self::BadRequest(detail.into())
     }
     pub fn internal(reason: impl std::fmt::Display) -> Self {
-        Self::Internal {
-            detail: "Internal Server Error".into(),
-            reason: reason.to_string(),
-        }
+        Self::Internal { detail: "Internal Server Error".into(), reason: reason.to_string() }
     }
     pub fn internal_with(detail: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Self::Internal {
-            detail: detail.into(),
-            reason: reason.to_string(),
-        }
+        Self::Internal { detail: detail.into(), reason: reason.to_string() }
     }
     pub fn unavailable(dependency: Dependency, reason: impl std::fmt::Display) -> Self {
-        Self::Unavailable {
-            dependency,
-            reason: reason.to_string(),
-        }
+        Self::Unavailable { dependency, reason: reason.to_string() }
     }
     /// A single 422 entry, as FastAPI reports one bad field.
     pub fn invalid(loc: Vec<Value>, kind: &str, msg: impl Into<String>) -> Self {
-        Self::Validation(vec![ValidationIssue {
-            kind: kind.into(),
-            loc,
-            msg: msg.into(),
-        }])
+        Self::Validation(vec![ValidationIssue { kind: kind.into(), loc, msg: msg.into() }])
     }
 
     pub fn status(&self) -> StatusCode {
@@ -155,9 +139,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = detail_response(self.status(), self.detail());
         if matches!(self, ApiError::Unavailable { .. }) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }
@@ -188,10 +170,7 @@ mod tests {
     async fn body(err: ApiError) -> (StatusCode, Option<String>, Value) {
         let res = err.into_response();
         let status = res.status();
-        let retry = res
-            .headers()
-            .get(header::RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_string());
+        let retry = res.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         (status, retry, serde_json::from_slice(&bytes).unwrap())
     }
@@ -200,57 +179,27 @@ mod tests {
     async fn every_error_is_json_detail() {
         assert_eq!(
             body(ApiError::not_found("Project not found")).await,
-            (
-                StatusCode::NOT_FOUND,
-                None,
-                json!({"detail": "Project not found"})
-            )
+            (StatusCode::NOT_FOUND, None, json!({"detail": "Project not found"}))
         );
+        assert_eq!(body(ApiError::Unauthorized).await.2, json!({"detail": "Invalid session"}));
         assert_eq!(
-            body(ApiError::Unauthorized).await.2,
-            json!({"detail": "Invalid session"})
-        );
-        assert_eq!(
-            body(ApiError::internal_with(
-                "Failed to confirm upload",
-                "secret reason"
-            ))
-            .await,
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                json!({"detail": "Failed to confirm upload"})
-            )
+            body(ApiError::internal_with("Failed to confirm upload", "secret reason")).await,
+            (StatusCode::INTERNAL_SERVER_ERROR, None, json!({"detail": "Failed to confirm upload"}))
         );
     }
 
     #[tokio::test]
     async fn outage_is_503_naming_the_backend() {
-        let (status, retry, value) = body(ApiError::unavailable(
-            Dependency::Storage,
-            "connection refused",
-        ))
-        .await;
+        let (status, retry, value) = body(ApiError::unavailable(Dependency::Storage, "connection refused")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry.as_deref(), Some("5"));
-        assert_eq!(
-            value,
-            json!({"detail": "Storage is unavailable, please try again later"})
-        );
+        assert_eq!(value, json!({"detail": "Storage is unavailable, please try again later"}));
     }
 
     #[tokio::test]
     async fn validation_has_fastapi_shape() {
-        let (status, _, value) = body(ApiError::invalid(
-            vec![json!("body"), json!("name")],
-            "missing",
-            "Field required",
-        ))
-        .await;
+        let (status, _, value) = body(ApiError::invalid(vec![json!("body"), json!("name")], "missing", "Field required")).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(
-            value,
-            json!({"detail": [{"type": "missing", "loc": ["body", "name"], "msg": "Field required"}]})
-        );
+        assert_eq!(value, json!({"detail": [{"type": "missing", "loc": ["body", "name"], "msg": "Field required"}]}));
     }
 }

@@ -22,10 +22,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `GET /api/health`: answers without touching any dependency.
 pub fn health_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route(
-        "/api/health",
-        get(|| async { Json(json!({"status": "ok"})) }),
-    )
+    Router::new().route("/api/health", get(|| async { Json(json!({"status": "ok"})) }))
 }
 
 /// Who may call with credentials from a browser.
@@ -41,15 +38,8 @@ impl CorsPolicy {
     pub const STORAGE_METHODS: &'static str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
 
     pub fn new(origins: Vec<String>, any_origin: bool, methods: &'static str) -> Self {
-        let origins = origins
-            .into_iter()
-            .map(|o| o.trim_end_matches('/').to_string())
-            .collect();
-        CorsPolicy {
-            origins,
-            any_origin,
-            methods,
-        }
+        let origins = origins.into_iter().map(|o| o.trim_end_matches('/').to_string()).collect();
+        CorsPolicy { origins, any_origin, methods }
     }
 
     pub fn allows(&self, origin: &str) -> bool {
@@ -59,19 +49,12 @@ impl CorsPolicy {
 
 /// Echoes an allowed `Origin` with credentials (never `*`), answers preflights itself.
 pub async fn cors(State(policy): State<CorsPolicy>, req: Request, next: Next) -> Response {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
     let Some(origin) = origin else {
         return next.run(req).await;
     };
     let allowed = policy.allows(&origin);
-    let is_preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let is_preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if is_preflight {
         if !allowed {
             tracing::info!(%origin, "CORS preflight from a disallowed origin");
@@ -80,27 +63,19 @@ pub async fn cors(State(policy): State<CorsPolicy>, req: Request, next: Next) ->
         let mut res = StatusCode::OK.into_response();
         let h = res.headers_mut();
         put_allow_origin(h, &origin);
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(policy.methods),
-        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(policy.methods));
         if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
         }
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
         return res;
     }
     let mut res = next.run(req).await;
     if allowed {
         // Exposing "*" means nothing to a credentialed request, so name every header sent.
-        let names: Vec<String> = res
-            .headers()
-            .keys()
-            .map(|k| k.as_str().to_string())
-            .collect();
+        // The outer layer adds the process time and request id after this one runs.
+        let mut names: Vec<String> = res.headers().keys().map(|k| k.as_str().to_string()).collect();
+        names.extend([X_PROCESS_TIME.as_str().to_string(), X_REQUEST_ID.as_str().to_string()]);
         let h = res.headers_mut();
         put_allow_origin(h, &origin);
         if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
@@ -114,10 +89,7 @@ fn put_allow_origin(h: &mut HeaderMap, origin: &str) {
     if let Ok(v) = HeaderValue::from_str(origin) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     h.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
@@ -126,42 +98,23 @@ fn put_allow_origin(h: &mut HeaderMap, origin: &str) {
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = lambda_request_id(&req)
-        .or_else(|| {
-            req.headers()
-                .get(X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
+        .or_else(|| req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let outcome = std::panic::AssertUnwindSafe(next.run(req))
-        .catch_unwind()
-        .instrument(span.clone())
-        .await;
+    let outcome = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().instrument(span.clone()).await;
     let mut res = outcome.unwrap_or_else(|panic| {
-        let reason = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let reason =
+            panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
         span.in_scope(|| tracing::error!(%reason, "handler panicked"));
-        detail_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!("Internal Server Error"),
-        )
+        detail_response(StatusCode::INTERNAL_SERVER_ERROR, json!("Internal Server Error"))
     });
     let elapsed = format!("{:.6}", started.elapsed().as_secs_f64());
     let h = res.headers_mut();
-    h.insert(
-        X_PROCESS_TIME,
-        HeaderValue::from_str(&elapsed).expect("a number is a valid header"),
-    );
+    h.insert(X_PROCESS_TIME, HeaderValue::from_str(&elapsed).expect("a number is a valid header"));
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert(X_REQUEST_ID, v);
     }
-    span.in_scope(
-        || tracing::info!(status = res.status().as_u16(), process_time = %elapsed, "request done"),
-    );
+    span.in_scope(|| tracing::info!(status = res.status().as_u16(), process_time = %elapsed, "request done"));
     res
 }
 
@@ -179,11 +132,16 @@ fn lambda_request_id(req: &Request) -> Option<String> {
 pub fn finish_router(routes: Router, cors_policy: CorsPolicy) -> Router {
     routes
         .fallback(|| async { detail_response(StatusCode::NOT_FOUND, json!("Not Found")) })
-        .method_not_allowed_fallback(|| async {
-            detail_response(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed"))
-        })
+        .method_not_allowed_fallback(|| async { detail_response(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed")) })
         .layer(middleware::from_fn_with_state(cors_policy, cors))
         .layer(middleware::from_fn(observe))
+}
+
+/// An HTTP function's whole app: its routes, `/api/health`, and the shared layers with the
+/// API's CORS origins.
+pub fn api_app(routes: Router, settings: &crate::config::Settings) -> Router {
+    let cors = CorsPolicy::new(settings.allowed_origins(), settings.api.disable_cors, CorsPolicy::API_METHODS);
+    finish_router(routes.merge(health_routes()), cors)
 }
 
 /// Hands a router to the Lambda runtime; concurrent when `AWS_LAMBDA_MAX_CONCURRENCY` > 1.
@@ -194,16 +152,10 @@ pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
     let handler = tower::service_fn(move |req: lambda_http::Request| {
         let router = router.clone();
         async move {
-            let res = router
-                .oneshot(req)
-                .await
-                .unwrap_or_else(|never| match never {});
+            let res = router.oneshot(req).await.unwrap_or_else(|never| match never {});
             let (parts, body) = res.into_parts();
             let bytes = axum::body::to_bytes(body, usize::MAX).await?;
-            Ok::<_, lambda_http::Error>(lambda_http::Response::from_parts(
-                parts,
-                lambda_http::Body::from(bytes.to_vec()),
-            ))
+            Ok::<_, lambda_http::Error>(lambda_http::Response::from_parts(parts, lambda_http::Body::from(bytes.to_vec())))
         }
     });
     lambda_http::run_concurrent(handler).await
@@ -213,9 +165,7 @@ pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
 /// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .ok()
-        .map(|l| l.to_lowercase());
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase());
     let filter = match level {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -223,12 +173,7 @@ pub fn init_tracing() {
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if json {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .without_time()
-            .try_init()
+        builder.json().with_current_span(true).with_span_list(false).without_time().try_init()
     } else {
         builder.with_target(false).try_init()
     };
@@ -245,28 +190,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::invalid(vec![json!("body")], "body_read", e.to_string()))?;
+        let bytes =
+            Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid(vec![json!("body")], "body_read", e.to_string()))?;
         parse_json_body(&bytes).map(JsonBody)
     }
 }
 
 pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            vec![json!("body")],
-            "missing",
-            "Field required",
-        ));
+        return Err(ApiError::invalid(vec![json!("body")], "missing", "Field required"));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid(
-            vec![json!("body"), json!(e.column())],
-            "json_invalid",
-            format!("JSON decode error: {e}"),
-        )
-    })?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(vec![json!("body"), json!(e.column())], "json_invalid", format!("JSON decode error: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::invalid(
             vec![json!("body")],
@@ -279,8 +214,7 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
         for segment in err.path().iter() {
             match segment {
                 serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
-                serde_path_to_error::Segment::Map { key }
-                | serde_path_to_error::Segment::Enum { variant: key } => loc.push(json!(key)),
+                serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => loc.push(json!(key)),
                 serde_path_to_error::Segment::Unknown => {}
             }
         }
@@ -288,17 +222,9 @@ pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError>
         let issue = match missing_field(&message) {
             Some(field) => {
                 loc.push(json!(field));
-                ValidationIssue {
-                    kind: "missing".into(),
-                    loc,
-                    msg: "Field required".into(),
-                }
+                ValidationIssue { kind: "missing".into(), loc, msg: "Field required".into() }
             }
-            None => ValidationIssue {
-                kind: "value_error".into(),
-                loc,
-                msg: message,
-            },
+            None => ValidationIssue { kind: "value_error".into(), loc, msg: message },
         };
         ApiError::Validation(vec![issue])
     })
@@ -328,10 +254,7 @@ mod tests {
 
     #[test]
     fn validation_errors_name_the_field() {
-        assert_eq!(
-            issue(br#"{"tags": []}"#),
-            json!({"type": "missing", "loc": ["body", "name"], "msg": "Field required"})
-        );
+        assert_eq!(issue(br#"{"tags": []}"#), json!({"type": "missing", "loc": ["body", "name"], "msg": "Field required"}));
         let wrong = issue(br#"{"name": "a", "tags": [1]}"#);
         assert_eq!(wrong["loc"], json!(["body", "tags", 0]));
         assert_eq!(issue(b"{nope")["type"], "json_invalid");

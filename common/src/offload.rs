@@ -44,14 +44,7 @@ struct Inner {
 impl OffloadPool {
     pub fn new(size: usize) -> Self {
         let size = size.clamp(1, MAX_POOL_SIZE);
-        Self {
-            inner: Arc::new(Inner {
-                size,
-                permits: Semaphore::new(size),
-                running: AtomicUsize::new(0),
-                waiting: AtomicUsize::new(0),
-            }),
-        }
+        Self { inner: Arc::new(Inner { size, permits: Semaphore::new(size), running: AtomicUsize::new(0), waiting: AtomicUsize::new(0) }) }
     }
 
     pub fn stats(&self) -> OffloadStats {
@@ -80,14 +73,10 @@ impl OffloadPool {
         // The span and its subscriber travel with the work, so its log lines keep the request id.
         let span = tracing::Span::current();
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
-        let handle = tokio::task::spawn_blocking(move || {
-            tracing::dispatcher::with_default(&dispatch, || span.in_scope(f))
-        });
+        let handle = tokio::task::spawn_blocking(move || tracing::dispatcher::with_default(&dispatch, || span.in_scope(f)));
         match handle.instrument(tracing::Span::current()).await {
             Ok(value) => Ok(value),
-            Err(err) if err.is_panic() => {
-                Err(OffloadError::Panicked(panic_message(err.into_panic())))
-            }
+            Err(err) if err.is_panic() => Err(OffloadError::Panicked(panic_message(err.into_panic()))),
             Err(_) => Err(OffloadError::Cancelled),
         }
     }
@@ -126,9 +115,7 @@ pub fn parse_pool_size(raw: Option<&str>) -> (usize, bool) {
         return (1, false);
     }
     // Any magnitude is allowed: a number too long for u64 is simply above the cap.
-    let size = digits
-        .parse::<u64>()
-        .map_or(MAX_POOL_SIZE, |n| n.clamp(1, MAX_POOL_SIZE as u64) as usize);
+    let size = digits.parse::<u64>().map_or(MAX_POOL_SIZE, |n| n.clamp(1, MAX_POOL_SIZE as u64) as usize);
     (size, false)
 }
 
@@ -168,10 +155,7 @@ mod tests {
         assert_eq!(parse_pool_size(Some("0")), (1, false));
         assert_eq!(parse_pool_size(Some("-5")), (1, false));
         assert_eq!(parse_pool_size(Some("5000")), (1024, false));
-        assert_eq!(
-            parse_pool_size(Some("99999999999999999999999999")),
-            (1024, false)
-        );
+        assert_eq!(parse_pool_size(Some("99999999999999999999999999")), (1024, false));
         assert_eq!(parse_pool_size(Some("abc")), (64, true));
         assert_eq!(parse_pool_size(Some("1.5")), (64, true));
         assert_eq!(parse_pool_size(Some("")), (64, true));
@@ -205,14 +189,7 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(peak.load(Ordering::SeqCst), 3);
-        assert_eq!(
-            pool.stats(),
-            OffloadStats {
-                size: 3,
-                running: 0,
-                waiting: 0
-            }
-        );
+        assert_eq!(pool.stats(), OffloadStats { size: 3, running: 0, waiting: 0 });
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -222,10 +199,7 @@ mod tests {
         let started = Instant::now();
         let blocked = tokio::spawn({
             let pool = pool.clone();
-            async move {
-                pool.run(|| std::thread::sleep(Duration::from_millis(300)))
-                    .await
-            }
+            async move { pool.run(|| std::thread::sleep(Duration::from_millis(300))).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(started.elapsed() < Duration::from_millis(200));
@@ -236,10 +210,7 @@ mod tests {
     async fn a_panic_becomes_an_error_and_frees_the_permit() {
         let pool = OffloadPool::new(1);
         let err = pool.run(|| panic!("boom")).await.unwrap_err();
-        assert!(
-            matches!(err, OffloadError::Panicked(ref m) if m == "boom"),
-            "{err:?}"
-        );
+        assert!(matches!(err, OffloadError::Panicked(ref m) if m == "boom"), "{err:?}");
         assert_eq!(pool.run(|| 7).await.unwrap(), 7);
         assert_eq!(pool.stats().running, 0);
     }
@@ -249,9 +220,7 @@ mod tests {
         use tracing_subscriber::layer::SubscriberExt;
         let (seen_tx, seen_rx) = std::sync::mpsc::channel();
         let subscriber = tracing_subscriber::registry();
-        let _guard = tracing::subscriber::set_default(
-            subscriber.with(tracing_subscriber::fmt::layer().with_test_writer()),
-        );
+        let _guard = tracing::subscriber::set_default(subscriber.with(tracing_subscriber::fmt::layer().with_test_writer()));
         let span = tracing::info_span!("request", request_id = "r-1");
         let pool = OffloadPool::new(2);
         pool.run(move || {

@@ -70,32 +70,17 @@ pub enum Task {
     #[serde(rename = "task_collect_and_finish_unfinished_conversations")]
     CollectAndFinishUnfinishedConversations {},
     #[serde(rename = "task_create_project_library")]
-    CreateProjectLibrary {
-        project_id: String,
-        language: String,
-        project_analysis_run_id: String,
-    },
+    CreateProjectLibrary { project_id: String, language: String, project_analysis_run_id: String },
     #[serde(rename = "task_create_view")]
-    CreateView {
-        project_analysis_run_id: String,
-        user_query: String,
-        user_query_context: String,
-        language: String,
-    },
+    CreateView { project_analysis_run_id: String, user_query: String, user_query_context: String, language: String },
     #[serde(rename = "task_update_runpod_transcription_response")]
     UpdateRunpodTranscriptionResponse {},
     #[serde(rename = "task_process_runpod_chunk_response")]
-    ProcessRunpodChunkResponse {
-        chunk_id: String,
-        status_link: String,
-    },
+    ProcessRunpodChunkResponse { chunk_id: String, status_link: String },
     #[serde(rename = "task_get_runpod_diarization")]
     GetRunpodDiarization { chunk_id: String },
     #[serde(rename = "task_delete_conversation_artifacts")]
-    DeleteConversationArtifacts {
-        conversation_id: String,
-        segment_ids: Vec<i64>,
-    },
+    DeleteConversationArtifacts { conversation_id: String, segment_ids: Vec<i64> },
     #[serde(rename = "task_delete_storage_objects")]
     DeleteStorageObjects {
         keys: Vec<String>,
@@ -109,9 +94,7 @@ impl Task {
     /// Each task belongs to exactly one queue.
     pub fn queue(&self) -> Queue {
         match self {
-            Task::ProcessConversationChunk { .. } | Task::MergeConversationChunks { .. } => {
-                Queue::Audio
-            }
+            Task::ProcessConversationChunk { .. } | Task::MergeConversationChunks { .. } => Queue::Audio,
             _ => Queue::Network,
         }
     }
@@ -124,14 +107,10 @@ impl Task {
             Task::MergeConversationChunks { .. } => "task_merge_conversation_chunks",
             Task::SummarizeConversation { .. } => "task_summarize_conversation",
             Task::RunEtlPipeline { .. } => "task_run_etl_pipeline",
-            Task::CollectAndFinishUnfinishedConversations {} => {
-                "task_collect_and_finish_unfinished_conversations"
-            }
+            Task::CollectAndFinishUnfinishedConversations {} => "task_collect_and_finish_unfinished_conversations",
             Task::CreateProjectLibrary { .. } => "task_create_project_library",
             Task::CreateView { .. } => "task_create_view",
-            Task::UpdateRunpodTranscriptionResponse {} => {
-                "task_update_runpod_transcription_response"
-            }
+            Task::UpdateRunpodTranscriptionResponse {} => "task_update_runpod_transcription_response",
             Task::ProcessRunpodChunkResponse { .. } => "task_process_runpod_chunk_response",
             Task::GetRunpodDiarization { .. } => "task_get_runpod_diarization",
             Task::DeleteConversationArtifacts { .. } => "task_delete_conversation_artifacts",
@@ -162,28 +141,15 @@ pub enum MessageError {
 
 impl TaskMessage {
     pub fn new(task: Task) -> Self {
-        TaskMessage {
-            task,
-            version: MESSAGE_VERSION,
-            sent_at: Utc::now(),
-            trace_id: None,
-        }
+        TaskMessage { task, version: MESSAGE_VERSION, sent_at: Utc::now(), trace_id: None }
     }
 
     pub fn to_json(&self) -> String {
         let mut value = serde_json::to_value(&self.task).expect("tasks serialize");
-        let obj = value
-            .as_object_mut()
-            .expect("adjacently tagged enums are objects");
-        obj.entry("args")
-            .or_insert_with(|| Value::Object(Default::default()));
+        let obj = value.as_object_mut().expect("adjacently tagged enums are objects");
+        obj.entry("args").or_insert_with(|| Value::Object(Default::default()));
         obj.insert("version".into(), self.version.into());
-        obj.insert(
-            "sent_at".into(),
-            self.sent_at
-                .to_rfc3339_opts(SecondsFormat::Secs, true)
-                .into(),
-        );
+        obj.insert("sent_at".into(), self.sent_at.to_rfc3339_opts(SecondsFormat::Secs, true).into());
         if let Some(trace) = &self.trace_id {
             obj.insert("trace_id".into(), trace.clone().into());
         }
@@ -191,8 +157,7 @@ impl TaskMessage {
     }
 
     pub fn parse(body: &str) -> Result<Self, MessageError> {
-        let value: Value =
-            serde_json::from_str(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_str(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
         let Value::Object(mut obj) = value else {
             return Err(MessageError::NotJson("not an object".into()));
         };
@@ -202,24 +167,12 @@ impl TaskMessage {
         }
         let sent_at = obj
             .remove("sent_at")
-            .and_then(|v| {
-                v.as_str()
-                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            })
+            .and_then(|v| v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()))
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-        let trace_id = obj
-            .remove("trace_id")
-            .and_then(|v| v.as_str().map(str::to_string));
-        obj.entry("args")
-            .or_insert_with(|| Value::Object(Default::default()));
-        let task = serde_json::from_value(Value::Object(obj))
-            .map_err(|e| MessageError::Task(e.to_string()))?;
-        Ok(TaskMessage {
-            task,
-            version: MESSAGE_VERSION,
-            sent_at,
-            trace_id,
-        })
+        let trace_id = obj.remove("trace_id").and_then(|v| v.as_str().map(str::to_string));
+        obj.entry("args").or_insert_with(|| Value::Object(Default::default()));
+        let task = serde_json::from_value(Value::Object(obj)).map_err(|e| MessageError::Task(e.to_string()))?;
+        Ok(TaskMessage { task, version: MESSAGE_VERSION, sent_at, trace_id })
     }
 }
 
@@ -256,16 +209,8 @@ pub struct SqsPublisher {
 }
 
 impl SqsPublisher {
-    pub fn new(
-        client: aws_sdk_sqs::Client,
-        audio_queue_url: String,
-        network_queue_url: String,
-    ) -> Self {
-        SqsPublisher {
-            client,
-            audio_queue_url,
-            network_queue_url,
-        }
+    pub fn new(client: aws_sdk_sqs::Client, audio_queue_url: String, network_queue_url: String) -> Self {
+        SqsPublisher { client, audio_queue_url, network_queue_url }
     }
 
     /// A client for AWS, or for `endpoint` (a local SQS-protocol server) when given.
@@ -306,30 +251,20 @@ impl TaskPublisher for SqsPublisher {
             )
             .send()
             .await
-            .map_err(|e| {
-                PublishError::Unavailable(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-            })?;
+            .map_err(|e| PublishError::Unavailable(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
         tracing::info!(task = name, delay_s = delay.as_secs(), "task published");
         Ok(())
     }
 }
 
 /// The SQS publisher for the queues the settings name.
-pub async fn connect_sqs(
-    settings: &crate::config::Settings,
-) -> Result<SharedPublisher, PublishError> {
+pub async fn connect_sqs(settings: &crate::config::Settings) -> Result<SharedPublisher, PublishError> {
     let q = &settings.queues;
     let (Some(audio), Some(network)) = (&q.audio_queue_url, &q.network_queue_url) else {
-        return Err(PublishError::Config(
-            "AUDIO_QUEUE_URL and NETWORK_QUEUE_URL must be set".into(),
-        ));
+        return Err(PublishError::Config("AUDIO_QUEUE_URL and NETWORK_QUEUE_URL must be set".into()));
     };
     let client = SqsPublisher::client(&settings.s3.region, q.sqs_endpoint.as_deref()).await;
-    Ok(Arc::new(SqsPublisher::new(
-        client,
-        audio.clone(),
-        network.clone(),
-    )))
+    Ok(Arc::new(SqsPublisher::new(client, audio.clone(), network.clone())))
 }
 
 /// A published message as the in-process queue keeps it.
@@ -354,10 +289,7 @@ impl InProcessQueue {
 
     /// Every message published so far, oldest first.
     pub fn snapshot(&self) -> Vec<QueuedTask> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -370,14 +302,7 @@ impl TaskPublisher for InProcessQueue {
         let body = TaskMessage::new(task).to_json();
         tracing::info!(task = name, ?queue, delay_s = delay.as_secs(), %body, "task queued in process");
         let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(QueuedTask {
-                queue,
-                body,
-                not_before,
-            });
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).push(QueuedTask { queue, body, not_before });
         Ok(())
     }
 }
@@ -389,10 +314,7 @@ mod tests {
 
     #[test]
     fn envelope_round_trips() {
-        let task = Task::ProcessConversationChunk {
-            chunk_id: "c1".into(),
-            use_pii_redaction: false,
-        };
+        let task = Task::ProcessConversationChunk { chunk_id: "c1".into(), use_pii_redaction: false };
         let msg = TaskMessage::new(task.clone());
         let value: Value = serde_json::from_str(&msg.to_json()).unwrap();
         assert_eq!(value["task"], "task_process_conversation_chunk");
@@ -408,32 +330,18 @@ mod tests {
         let body = TaskMessage::new(Task::CollectAndFinishUnfinishedConversations {}).to_json();
         let value: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(value["args"], json!({}));
-        let parsed = TaskMessage::parse(
-            r#"{"task":"task_collect_and_finish_unfinished_conversations","version":1}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            parsed.task,
-            Task::CollectAndFinishUnfinishedConversations {}
-        );
+        let parsed = TaskMessage::parse(r#"{"task":"task_collect_and_finish_unfinished_conversations","version":1}"#).unwrap();
+        assert_eq!(parsed.task, Task::CollectAndFinishUnfinishedConversations {});
     }
 
     #[test]
     fn bad_messages_are_named() {
+        assert!(matches!(TaskMessage::parse("not json"), Err(MessageError::NotJson(_))));
         assert!(matches!(
-            TaskMessage::parse("not json"),
-            Err(MessageError::NotJson(_))
-        ));
-        assert!(matches!(
-            TaskMessage::parse(
-                r#"{"task":"task_finish_conversation_hook","version":2,"args":{"conversation_id":"c"}}"#
-            ),
+            TaskMessage::parse(r#"{"task":"task_finish_conversation_hook","version":2,"args":{"conversation_id":"c"}}"#),
             Err(MessageError::Version(_))
         ));
-        assert!(matches!(
-            TaskMessage::parse(r#"{"task":"task_unknown","version":1,"args":{}}"#),
-            Err(MessageError::Task(_))
-        ));
+        assert!(matches!(TaskMessage::parse(r#"{"task":"task_unknown","version":1,"args":{}}"#), Err(MessageError::Task(_))));
         assert!(matches!(
             TaskMessage::parse(r#"{"task":"task_finish_conversation_hook","version":1,"args":{}}"#),
             Err(MessageError::Task(_))
@@ -443,25 +351,12 @@ mod tests {
     #[tokio::test]
     async fn in_process_queue_keeps_the_wire_body() {
         let queue = InProcessQueue::new();
-        queue
-            .publish(
-                Task::FinishConversationHook {
-                    conversation_id: "c".into(),
-                },
-                Duration::from_secs(5000),
-            )
-            .await
-            .unwrap();
+        queue.publish(Task::FinishConversationHook { conversation_id: "c".into() }, Duration::from_secs(5000)).await.unwrap();
         let kept = queue.snapshot();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].queue, Queue::Network);
         let msg = TaskMessage::parse(&kept[0].body).unwrap();
-        assert_eq!(
-            msg.task,
-            Task::FinishConversationHook {
-                conversation_id: "c".into()
-            }
-        );
+        assert_eq!(msg.task, Task::FinishConversationHook { conversation_id: "c".into() });
         // Delays are capped at SQS's 900 s.
         assert!(kept[0].not_before <= Utc::now() + chrono::Duration::seconds(901));
     }

@@ -1,1 +1,187 @@
+//! `echo-local`: every router on one port, an embedded S3 endpoint (s3s + s3s-fs, signatures and
+//! POST policies checked), the in-process queue, and SQLite, all under one data directory.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use common::blob::Blob;
+use common::config::{Settings, StoreSettings};
+use common::http::CorsPolicy;
+use common::offload::OffloadPool;
+use common::store::{NewProject, SharedStore, SqliteStore, Store};
+use common::tasks::InProcessQueue;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub mod embedded_s3;
+
+/// The demo project's ids: the same ones `events/` uses, so events replay against a fresh
+/// echo-local.
+pub const DEMO_PROJECT_ID: &str = "11111111-1111-4111-8111-111111111111";
+pub const DEMO_TAG_ID: &str = "22222222-2222-4222-8222-222222222222";
+
+const LOCAL_BUCKET: &str = "echo";
+const LOCAL_ACCESS_KEY: &str = "echo-local";
+const LOCAL_SECRET_KEY: &str = "echo-local-secret";
+
+/// How to start echo-local (flags and env of the binary end up here).
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub api_addr: SocketAddr,
+    pub s3_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Settings from the environment; echo-local fills in what it runs itself.
+    pub settings: Settings,
+    /// Offload pool for the store (the process-wide one unless a test sizes its own).
+    pub pool: Option<OffloadPool>,
+    /// Extra time every store call holds its blocking thread (tests and benchmarks).
+    pub store_stall: Duration,
+    pub seed_demo: bool,
+}
+
+impl LocalOptions {
+    pub fn from_env(settings: Settings) -> anyhow::Result<Self> {
+        let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+        Ok(LocalOptions {
+            api_addr: env("ECHO_LOCAL_ADDR", "127.0.0.1:8000").parse().context("ECHO_LOCAL_ADDR")?,
+            s3_addr: env("ECHO_LOCAL_S3_ADDR", "127.0.0.1:8001").parse().context("ECHO_LOCAL_S3_ADDR")?,
+            data_dir: PathBuf::from(env("ECHO_LOCAL_DATA_DIR", ".echo-local")),
+            settings,
+            pool: None,
+            store_stall: Duration::ZERO,
+            seed_demo: true,
+        })
+    }
+
+    /// Random loopback ports and a given data directory: what tests use.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        let settings = Settings::from_lookup(|_| None).expect("defaults are valid");
+        LocalOptions {
+            api_addr: "127.0.0.1:0".parse().unwrap(),
+            s3_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.into(),
+            settings,
+            pool: None,
+            store_stall: Duration::ZERO,
+            seed_demo: true,
+        }
+    }
+}
+
+/// A running echo-local.
+pub struct Local {
+    pub api_url: String,
+    pub s3_url: Option<String>,
+    pub settings: Arc<Settings>,
+    pub store: SharedStore,
+    pub queue: InProcessQueue,
+    pub state: participant::AppState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The API: every function's routes on one router.
+pub fn api_router(state: participant::AppState) -> Router {
+    let settings = state.settings.clone();
+    common::http::api_app(participant::routes(state), &settings)
+}
+
+pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
+    let data_dir = options.data_dir.clone();
+    tokio::fs::create_dir_all(&data_dir).await.with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut tasks = Vec::new();
+
+    // Storage: the embedded endpoint unless the environment names a real one.
+    let settings = &mut options.settings;
+    let mut s3_url = None;
+    if settings.s3.endpoint.is_none() {
+        let bucket = settings.s3.bucket.get_or_insert_with(|| LOCAL_BUCKET.into()).clone();
+        let access = settings.s3.access_key.get_or_insert_with(|| LOCAL_ACCESS_KEY.into()).clone();
+        let secret = settings.s3.secret_key.get_or_insert_with(|| LOCAL_SECRET_KEY.into()).clone();
+        let listener =
+            TcpListener::bind(options.s3_addr).await.with_context(|| format!("binding the S3 endpoint to {}", options.s3_addr))?;
+        let addr = listener.local_addr()?;
+        let cors = CorsPolicy::new(settings.allowed_origins(), settings.api.disable_cors, CorsPolicy::STORAGE_METHODS);
+        let app = embedded_s3::router(embedded_s3::EmbeddedS3 {
+            root: data_dir.join("s3"),
+            bucket,
+            access_key: access,
+            secret_key: secret,
+            max_upload_bytes: settings.s3.upload_max_bytes,
+            cors,
+        })
+        .await?;
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::error!(%err, "embedded S3 endpoint stopped");
+            }
+        }));
+        let url = format!("http://{addr}");
+        settings.s3.endpoint = Some(url.clone());
+        s3_url = Some(url);
+    }
+    if let StoreSettings::Sqlite { path } = &mut settings.store
+        && std::env::var_os("ECHO_SQLITE_PATH").is_none()
+    {
+        *path = data_dir.join("echo.sqlite3");
+    }
+
+    let settings = Arc::new(options.settings);
+    let pool = options.pool.unwrap_or_else(|| common::offload::global().clone());
+    let store: SharedStore = match &settings.store {
+        StoreSettings::Sqlite { path } => Arc::new(SqliteStore::open_with_stall(path, pool, options.store_stall).await?),
+        StoreSettings::Directus { .. } => common::store::connect(&settings).await?,
+    };
+    if options.seed_demo {
+        seed_demo_project(store.as_ref()).await?;
+    }
+    let blob = Blob::connect(&settings.s3).await?;
+    let queue = InProcessQueue::new();
+    let state = participant::AppState::new(store.clone(), blob, Arc::new(queue.clone()), settings.clone());
+
+    let listener = TcpListener::bind(options.api_addr).await.with_context(|| format!("binding the API to {}", options.api_addr))?;
+    let api_addr = listener.local_addr()?;
+    let app = api_router(state.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(%err, "API server stopped");
+        }
+    }));
+
+    Ok(Local { api_url: format!("http://{api_addr}"), s3_url, settings, store, queue, state, tasks })
+}
+
+/// Creates the demo project and its tag unless they exist.
+pub async fn seed_demo_project(store: &dyn Store) -> anyhow::Result<()> {
+    if store.get_project(DEMO_PROJECT_ID).await?.is_some() {
+        return Ok(());
+    }
+    store
+        .create_project(NewProject {
+            id: DEMO_PROJECT_ID.into(),
+            name: Some("Demo project".into()),
+            language: Some("en".into()),
+            is_conversation_allowed: true,
+            is_get_reply_enabled: Some(true),
+            is_project_notification_subscription_allowed: Some(true),
+            default_conversation_title: Some("Demo conversation".into()),
+            default_conversation_description: Some("Talk about anything; this is echo-local.".into()),
+            default_conversation_finish_text: Some("Thank you for recording!".into()),
+            image_generation_model: Some("MODEST".into()),
+            ..Default::default()
+        })
+        .await?;
+    store.create_project_tag(DEMO_TAG_ID, DEMO_PROJECT_ID, Some("Demo tag"), Some(1)).await?;
+    Ok(())
+}

@@ -87,10 +87,7 @@ pub fn presign(req: PostRequest<'_>) -> PresignedPost {
     if let Some(token) = req.session_token {
         fields.insert("x-amz-security-token".into(), token.to_string());
     }
-    PresignedPost {
-        url: req.url,
-        fields,
-    }
+    PresignedPost { url: req.url, fields }
 }
 
 #[cfg(test)]
@@ -102,20 +99,11 @@ mod tests {
     /// (Using AWS Signature Version 4)" of the S3 API reference.
     const AWS_EXAMPLE_POLICY: &str = "eyAiZXhwaXJhdGlvbiI6ICIyMDE1LTEyLTMwVDEyOjAwOjAwLjAwMFoiLA0KICAiY29uZGl0aW9ucyI6IFsNCiAgICB7ImJ1Y2tldCI6ICJzaWd2NGV4YW1wbGVidWNrZXQifSwNCiAgICBbInN0YXJ0cy13aXRoIiwgIiRrZXkiLCAidXNlci91c2VyMS8iXSwNCiAgICB7ImFjbCI6ICJwdWJsaWMtcmVhZCJ9LA0KICAgIHsic3VjY2Vzc19hY3Rpb25fcmVkaXJlY3QiOiAiaHR0cDovL3NpZ3Y0ZXhhbXBsZWJ1Y2tldC5zMy5hbWF6b25hd3MuY29tL3N1Y2Nlc3NmdWxfdXBsb2FkLmh0bWwifSwNCiAgICBbInN0YXJ0cy13aXRoIiwgIiRDb250ZW50LVR5cGUiLCAiaW1hZ2UvIl0sDQogICAgeyJ4LWFtei1tZXRhLXV1aWQiOiAiMTQzNjUxMjM2NTEyNzQifSwNCiAgICB7IngtYW16LXNlcnZlci1zaWRlLWVuY3J5cHRpb24iOiAiQUVTMjU2In0sDQogICAgWyJzdGFydHMtd2l0aCIsICIkeC1hbXotbWV0YS10YWciLCAiIl0sDQoNCiAgICB7IngtYW16LWNyZWRlbnRpYWwiOiAiQUtJQUlPU0ZPRE5ON0VYQU1QTEUvMjAxNTEyMjkvdXMtZWFzdC0xL3MzL2F3czRfcmVxdWVzdCJ9LA0KICAgIHsieC1hbXotYWxnb3JpdGhtIjogIkFXUzQtSE1BQy1TSEEyNTYifSwNCiAgICB7IngtYW16LWRhdGUiOiAiMjAxNTEyMjlUMDAwMDAwWiIgfQ0KICBdDQp9";
     const AWS_EXAMPLE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-    const AWS_EXAMPLE_SIGNATURE: &str =
-        "8afdbf4008c03f22c2cd3cdb72e4afbb1f6a588f3255ac628749a66d7f09699e";
+    const AWS_EXAMPLE_SIGNATURE: &str = "8afdbf4008c03f22c2cd3cdb72e4afbb1f6a588f3255ac628749a66d7f09699e";
 
     #[test]
     fn signer_matches_the_aws_published_example() {
-        assert_eq!(
-            sign_policy(
-                AWS_EXAMPLE_POLICY,
-                AWS_EXAMPLE_SECRET,
-                "20151229",
-                "us-east-1"
-            ),
-            AWS_EXAMPLE_SIGNATURE
-        );
+        assert_eq!(sign_policy(AWS_EXAMPLE_POLICY, AWS_EXAMPLE_SECRET, "20151229", "us-east-1"), AWS_EXAMPLE_SIGNATURE);
     }
 
     fn request(token: Option<&'static str>) -> PresignedPost {
@@ -137,8 +125,7 @@ mod tests {
     #[test]
     fn policy_pins_key_type_size_and_expiry() {
         let post = request(None);
-        let policy: Value =
-            serde_json::from_slice(&STANDARD.decode(&post.fields["policy"]).unwrap()).unwrap();
+        let policy: Value = serde_json::from_slice(&STANDARD.decode(&post.fields["policy"]).unwrap()).unwrap();
         assert_eq!(policy["expiration"], "2025-10-16T13:00:00.000Z");
         let conditions = policy["conditions"].as_array().unwrap();
         assert!(conditions.contains(&json!({"key": "conversation/c/chunks/k-chunk.webm"})));
@@ -147,20 +134,9 @@ mod tests {
         assert!(conditions.contains(&json!({"bucket": "echo"})));
         assert!(!post.fields.contains_key("acl"), "no ACL field (D37)");
         assert!(!policy.to_string().contains("acl"));
-        assert_eq!(
-            post.fields["x-amz-credential"],
-            "AKIAIOSFODNN7EXAMPLE/20251016/eu-west-1/s3/aws4_request"
-        );
+        assert_eq!(post.fields["x-amz-credential"], "AKIAIOSFODNN7EXAMPLE/20251016/eu-west-1/s3/aws4_request");
         assert_eq!(post.fields["x-amz-date"], "20251016T120000Z");
-        assert_eq!(
-            post.fields["x-amz-signature"],
-            sign_policy(
-                &post.fields["policy"],
-                AWS_EXAMPLE_SECRET,
-                "20251016",
-                "eu-west-1"
-            )
-        );
+        assert_eq!(post.fields["x-amz-signature"], sign_policy(&post.fields["policy"], AWS_EXAMPLE_SECRET, "20251016", "eu-west-1"));
         assert!(!post.fields.contains_key("x-amz-security-token"));
     }
 
@@ -168,13 +144,7 @@ mod tests {
     fn temporary_credentials_carry_their_token() {
         let post = request(Some("session-token"));
         assert_eq!(post.fields["x-amz-security-token"], "session-token");
-        let policy: Value =
-            serde_json::from_slice(&STANDARD.decode(&post.fields["policy"]).unwrap()).unwrap();
-        assert!(
-            policy["conditions"]
-                .as_array()
-                .unwrap()
-                .contains(&json!({"x-amz-security-token": "session-token"}))
-        );
+        let policy: Value = serde_json::from_slice(&STANDARD.decode(&post.fields["policy"]).unwrap()).unwrap();
+        assert!(policy["conditions"].as_array().unwrap().contains(&json!({"x-amz-security-token": "session-token"})));
     }
 }

@@ -17,20 +17,13 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     /// A create with an explicit id that is already taken.
     #[error("{collection} {id} already exists")]
-    AlreadyExists {
-        collection: &'static str,
-        id: String,
-    },
+    AlreadyExists { collection: &'static str, id: String },
     /// The backend cannot be reached; the API answers 503 naming it.
     #[error("{backend:?} unavailable: {reason}")]
     Unavailable { backend: Dependency, reason: String },
     /// The backend refused the data (a bug or bad data): names the collection and field.
     #[error("{collection}.{field}: {reason}")]
-    Invalid {
-        collection: &'static str,
-        field: String,
-        reason: String,
-    },
+    Invalid { collection: &'static str, field: String, reason: String },
     #[error("store error: {0}")]
     Other(String),
 }
@@ -177,52 +170,26 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_project(&self, id: &str) -> StoreResult<Option<Project>>;
     async fn create_project(&self, project: NewProject) -> StoreResult<Project>;
-    async fn create_project_tag(
-        &self,
-        id: &str,
-        project_id: &str,
-        text: Option<&str>,
-        sort: Option<i64>,
-    ) -> StoreResult<ProjectTag>;
+    async fn create_project_tag(&self, id: &str, project_id: &str, text: Option<&str>, sort: Option<i64>) -> StoreResult<ProjectTag>;
 
     async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>>;
     /// Creates the conversation and its tag links in one write.
-    async fn create_conversation(&self, conversation: NewConversation)
-    -> StoreResult<Conversation>;
-    async fn set_all_chunks_transcribed(
-        &self,
-        conversation_id: &str,
-        value: bool,
-    ) -> StoreResult<()>;
+    async fn create_conversation(&self, conversation: NewConversation) -> StoreResult<Conversation>;
+    async fn set_all_chunks_transcribed(&self, conversation_id: &str, value: bool) -> StoreResult<()>;
 
     /// Every chunk of a conversation (all pages), by `timestamp` then `id`.
-    async fn list_chunks(
-        &self,
-        conversation_id: &str,
-        order: ChunkOrder,
-    ) -> StoreResult<Vec<Chunk>>;
+    async fn list_chunks(&self, conversation_id: &str, order: ChunkOrder) -> StoreResult<Vec<Chunk>>;
     async fn get_chunk(&self, id: &str) -> StoreResult<Option<Chunk>>;
     /// Create-if-absent: an existing id is `StoreError::AlreadyExists`.
     async fn create_chunk(&self, chunk: NewChunk) -> StoreResult<Chunk>;
     /// Deletes a chunk; already gone is fine (returns false).
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool>;
 
-    async fn find_notification_participant(
-        &self,
-        email: &str,
-        project_id: &str,
-    ) -> StoreResult<Option<NotificationParticipant>>;
-    async fn create_notification_participant(
-        &self,
-        row: NewNotificationParticipant,
-    ) -> StoreResult<NotificationParticipant>;
+    async fn find_notification_participant(&self, email: &str, project_id: &str) -> StoreResult<Option<NotificationParticipant>>;
+    async fn create_notification_participant(&self, row: NewNotificationParticipant) -> StoreResult<NotificationParticipant>;
     async fn delete_notification_participant(&self, id: &str) -> StoreResult<()>;
     /// Every row of the project with that opt-out token (all pages).
-    async fn notification_participants_by_token(
-        &self,
-        project_id: &str,
-        token: &str,
-    ) -> StoreResult<Vec<NotificationParticipant>>;
+    async fn notification_participants_by_token(&self, project_id: &str, token: &str) -> StoreResult<Vec<NotificationParticipant>>;
     async fn set_notification_opt_in(&self, id: &str, email_opt_in: bool) -> StoreResult<()>;
 }
 
@@ -233,8 +200,8 @@ pub async fn connect(settings: &crate::config::Settings) -> StoreResult<SharedSt
     use crate::config::StoreSettings;
     match &settings.store {
         StoreSettings::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path, crate::offload::global().clone()).await?)),
-        StoreSettings::Directus { .. } => {
-            Err(StoreError::Other("the Directus store is not in this build yet (see the production-store issue); use ECHO_STORE=sqlite".into()))
-        }
+        StoreSettings::Directus { .. } => Err(StoreError::Other(
+            "the Directus store is not in this build yet (see the production-store issue); use ECHO_STORE=sqlite".into(),
+        )),
     }
 }

@@ -32,17 +32,12 @@ struct Inner {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .finish()
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
     }
 }
 
 fn unavailable(reason: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        backend: Dependency::Database,
-        reason: reason.to_string(),
-    }
+    StoreError::Unavailable { backend: Dependency::Database, reason: reason.to_string() }
 }
 
 fn classify(collection: &'static str, err: rusqlite::Error) -> StoreError {
@@ -54,11 +49,9 @@ fn classify(collection: &'static str, err: rusqlite::Error) -> StoreError {
             | ErrorCode::CannotOpen
             | ErrorCode::SystemIoFailure
             | ErrorCode::DiskFull => unavailable(err),
-            ErrorCode::ConstraintViolation => StoreError::Invalid {
-                collection,
-                field: msg.clone().unwrap_or_default(),
-                reason: "constraint violated".into(),
-            },
+            ErrorCode::ConstraintViolation => {
+                StoreError::Invalid { collection, field: msg.clone().unwrap_or_default(), reason: "constraint violated".into() }
+            }
             _ => StoreError::Other(format!("{collection}: {err}")),
         },
         _ => StoreError::Other(format!("{collection}: {err}")),
@@ -74,9 +67,7 @@ fn now() -> String {
 }
 
 fn parse_ts(value: Option<String>) -> Option<DateTime<Utc>> {
-    value
-        .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
-        .map(|t| t.with_timezone(&Utc))
+    value.and_then(|v| DateTime::parse_from_rfc3339(&v).ok()).map(|t| t.with_timezone(&Utc))
 }
 
 fn is_unique_violation(err: &rusqlite::Error) -> bool {
@@ -89,28 +80,16 @@ impl SqliteStore {
         Self::open_with_stall(path, pool, Duration::ZERO).await
     }
 
-    pub async fn open_with_stall(
-        path: impl AsRef<Path>,
-        pool: OffloadPool,
-        stall: Duration,
-    ) -> StoreResult<Self> {
+    pub async fn open_with_stall(path: impl AsRef<Path>, pool: OffloadPool, stall: Duration) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
-        let store = SqliteStore {
-            inner: Arc::new(Inner {
-                path,
-                pool,
-                idle: Mutex::new(Vec::new()),
-                stall,
-            }),
-        };
+        let store = SqliteStore { inner: Arc::new(Inner { path, pool, idle: Mutex::new(Vec::new()), stall }) };
         store.call("migrations", migrate).await?;
         Ok(store)
     }
 
     fn connect(path: &Path) -> rusqlite::Result<Connection> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            std::fs::create_dir_all(dir).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -140,11 +119,7 @@ impl SqliteStore {
                     None => Self::connect(&inner.path).map_err(unavailable)?,
                 };
                 let result = f(&mut conn).map_err(|e| classify(collection, e));
-                inner
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(conn);
+                inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
                 result
             })
             .await;
@@ -210,22 +185,14 @@ fn tag_from_row(r: &Row) -> rusqlite::Result<ProjectTag> {
 }
 
 fn load_project(conn: &Connection, id: &str) -> rusqlite::Result<Option<Project>> {
-    let project = conn
-        .query_row(
-            &format!("SELECT {PROJECT_COLUMNS} FROM project WHERE id = ?1"),
-            [id],
-            project_from_row,
-        )
-        .optional()?;
+    let project = conn.query_row(&format!("SELECT {PROJECT_COLUMNS} FROM project WHERE id = ?1"), [id], project_from_row).optional()?;
     let Some(mut project) = project else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TAG_COLUMNS} FROM project_tag WHERE project_id = ?1 ORDER BY sort IS NULL, sort, created_at, id"
     ))?;
-    project.tags = stmt
-        .query_map([id], tag_from_row)?
-        .collect::<rusqlite::Result<_>>()?;
+    project.tags = stmt.query_map([id], tag_from_row)?.collect::<rusqlite::Result<_>>()?;
     Ok(Some(project))
 }
 
@@ -234,29 +201,25 @@ const CONVERSATION_COLUMNS: &str = "id, project_id, created_at, updated_at, part
 
 fn load_conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
     let conversation = conn
-        .query_row(
-            &format!("SELECT {CONVERSATION_COLUMNS} FROM conversation WHERE id = ?1"),
-            [id],
-            |r| {
-                Ok(Conversation {
-                    id: r.get(0)?,
-                    project_id: r.get(1)?,
-                    created_at: parse_ts(r.get(2)?),
-                    updated_at: parse_ts(r.get(3)?),
-                    participant_name: r.get(4)?,
-                    participant_email: r.get(5)?,
-                    participant_user_agent: r.get(6)?,
-                    source: r.get(7)?,
-                    summary: r.get(8)?,
-                    duration: r.get(9)?,
-                    merged_audio_path: r.get(10)?,
-                    is_finished: r.get(11)?,
-                    is_all_chunks_transcribed: r.get(12)?,
-                    is_audio_processing_finished: r.get(13)?,
-                    tag_ids: Vec::new(),
-                })
-            },
-        )
+        .query_row(&format!("SELECT {CONVERSATION_COLUMNS} FROM conversation WHERE id = ?1"), [id], |r| {
+            Ok(Conversation {
+                id: r.get(0)?,
+                project_id: r.get(1)?,
+                created_at: parse_ts(r.get(2)?),
+                updated_at: parse_ts(r.get(3)?),
+                participant_name: r.get(4)?,
+                participant_email: r.get(5)?,
+                participant_user_agent: r.get(6)?,
+                source: r.get(7)?,
+                summary: r.get(8)?,
+                duration: r.get(9)?,
+                merged_audio_path: r.get(10)?,
+                is_finished: r.get(11)?,
+                is_all_chunks_transcribed: r.get(12)?,
+                is_audio_processing_finished: r.get(13)?,
+                tag_ids: Vec::new(),
+            })
+        })
         .optional()?;
     let Some(mut conversation) = conversation else {
         return Ok(None);
@@ -264,14 +227,11 @@ fn load_conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Con
     let mut stmt = conn.prepare_cached(
         "SELECT project_tag_id FROM conversation_project_tag WHERE conversation_id = ?1 AND project_tag_id IS NOT NULL ORDER BY id",
     )?;
-    conversation.tag_ids = stmt
-        .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    conversation.tag_ids = stmt.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     Ok(Some(conversation))
 }
 
-const CHUNK_COLUMNS: &str =
-    "id, conversation_id, created_at, timestamp, path, source, transcript, error";
+const CHUNK_COLUMNS: &str = "id, conversation_id, created_at, timestamp, path, source, transcript, error";
 
 fn chunk_from_row(r: &Row) -> rusqlite::Result<Chunk> {
     let timestamp: String = r.get(3)?;
@@ -280,11 +240,7 @@ fn chunk_from_row(r: &Row) -> rusqlite::Result<Chunk> {
         conversation_id: r.get(1)?,
         created_at: parse_ts(r.get(2)?),
         timestamp: parse_ts(Some(timestamp.clone())).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                3,
-                rusqlite::types::Type::Text,
-                format!("bad timestamp {timestamp:?}").into(),
-            )
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("bad timestamp {timestamp:?}").into())
         })?,
         path: r.get(4)?,
         source: r.get(5)?,
@@ -294,16 +250,10 @@ fn chunk_from_row(r: &Row) -> rusqlite::Result<Chunk> {
 }
 
 fn load_chunk(conn: &Connection, id: &str) -> rusqlite::Result<Option<Chunk>> {
-    conn.query_row(
-        &format!("SELECT {CHUNK_COLUMNS} FROM conversation_chunk WHERE id = ?1"),
-        [id],
-        chunk_from_row,
-    )
-    .optional()
+    conn.query_row(&format!("SELECT {CHUNK_COLUMNS} FROM conversation_chunk WHERE id = ?1"), [id], chunk_from_row).optional()
 }
 
-const PARTICIPANT_COLUMNS: &str =
-    "id, email, project_id, conversation_id, email_opt_in, email_opt_out_token";
+const PARTICIPANT_COLUMNS: &str = "id, email, project_id, conversation_id, email_opt_in, email_opt_out_token";
 
 fn participant_from_row(r: &Row) -> rusqlite::Result<NotificationParticipant> {
     Ok(NotificationParticipant {
@@ -324,8 +274,7 @@ impl Store for SqliteStore {
 
     async fn get_project(&self, id: &str) -> StoreResult<Option<Project>> {
         let id = id.to_string();
-        self.call("project", move |conn| load_project(conn, &id))
-            .await
+        self.call("project", move |conn| load_project(conn, &id)).await
     }
 
     async fn create_project(&self, p: NewProject) -> StoreResult<Project> {
@@ -358,18 +307,8 @@ impl Store for SqliteStore {
         .and_then(|p| p.ok_or_else(|| StoreError::Other(format!("project {id} vanished after create"))))
     }
 
-    async fn create_project_tag(
-        &self,
-        id: &str,
-        project_id: &str,
-        text: Option<&str>,
-        sort: Option<i64>,
-    ) -> StoreResult<ProjectTag> {
-        let (id, project_id, text) = (
-            id.to_string(),
-            project_id.to_string(),
-            text.map(str::to_string),
-        );
+    async fn create_project_tag(&self, id: &str, project_id: &str, text: Option<&str>, sort: Option<i64>) -> StoreResult<ProjectTag> {
+        let (id, project_id, text) = (id.to_string(), project_id.to_string(), text.map(str::to_string));
         self.call("project_tag", move |conn| {
             conn.execute(
                 "INSERT INTO project_tag (id, project_id, text, sort, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -382,8 +321,7 @@ impl Store for SqliteStore {
 
     async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>> {
         let id = id.to_string();
-        self.call("conversation", move |conn| load_conversation(conn, &id))
-            .await
+        self.call("conversation", move |conn| load_conversation(conn, &id)).await
     }
 
     async fn create_conversation(&self, c: NewConversation) -> StoreResult<Conversation> {
@@ -406,17 +344,10 @@ impl Store for SqliteStore {
                 load_conversation(conn, &c.id)
             })
             .await?;
-        created.ok_or(StoreError::AlreadyExists {
-            collection: "conversation",
-            id,
-        })
+        created.ok_or(StoreError::AlreadyExists { collection: "conversation", id })
     }
 
-    async fn set_all_chunks_transcribed(
-        &self,
-        conversation_id: &str,
-        value: bool,
-    ) -> StoreResult<()> {
+    async fn set_all_chunks_transcribed(&self, conversation_id: &str, value: bool) -> StoreResult<()> {
         let id = conversation_id.to_string();
         self.call("conversation", move |conn| {
             conn.execute("UPDATE conversation SET is_all_chunks_transcribed = ?2, updated_at = ?3 WHERE id = ?1", params![id, value, now()])
@@ -425,11 +356,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_chunks(
-        &self,
-        conversation_id: &str,
-        order: ChunkOrder,
-    ) -> StoreResult<Vec<Chunk>> {
+    async fn list_chunks(&self, conversation_id: &str, order: ChunkOrder) -> StoreResult<Vec<Chunk>> {
         let id = conversation_id.to_string();
         let direction = match order {
             ChunkOrder::OldestFirst => "ASC",
@@ -446,8 +373,7 @@ impl Store for SqliteStore {
 
     async fn get_chunk(&self, id: &str) -> StoreResult<Option<Chunk>> {
         let id = id.to_string();
-        self.call("conversation_chunk", move |conn| load_chunk(conn, &id))
-            .await
+        self.call("conversation_chunk", move |conn| load_chunk(conn, &id)).await
     }
 
     async fn create_chunk(&self, c: NewChunk) -> StoreResult<Chunk> {
@@ -466,26 +392,15 @@ impl Store for SqliteStore {
                 }
             })
             .await?;
-        created.ok_or(StoreError::AlreadyExists {
-            collection: "conversation_chunk",
-            id,
-        })
+        created.ok_or(StoreError::AlreadyExists { collection: "conversation_chunk", id })
     }
 
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_string();
-        self.call("conversation_chunk", move |conn| {
-            conn.execute("DELETE FROM conversation_chunk WHERE id = ?1", [id])
-                .map(|n| n > 0)
-        })
-        .await
+        self.call("conversation_chunk", move |conn| conn.execute("DELETE FROM conversation_chunk WHERE id = ?1", [id]).map(|n| n > 0)).await
     }
 
-    async fn find_notification_participant(
-        &self,
-        email: &str,
-        project_id: &str,
-    ) -> StoreResult<Option<NotificationParticipant>> {
+    async fn find_notification_participant(&self, email: &str, project_id: &str) -> StoreResult<Option<NotificationParticipant>> {
         let (email, project_id) = (email.to_string(), project_id.to_string());
         self.call("project_report_notification_participants", move |conn| {
             conn.query_row(
@@ -498,10 +413,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_notification_participant(
-        &self,
-        row: NewNotificationParticipant,
-    ) -> StoreResult<NotificationParticipant> {
+    async fn create_notification_participant(&self, row: NewNotificationParticipant) -> StoreResult<NotificationParticipant> {
         self.call("project_report_notification_participants", move |conn| {
             let id = uuid::Uuid::new_v4().to_string();
             conn.execute(
@@ -521,20 +433,12 @@ impl Store for SqliteStore {
     async fn delete_notification_participant(&self, id: &str) -> StoreResult<()> {
         let id = id.to_string();
         self.call("project_report_notification_participants", move |conn| {
-            conn.execute(
-                "DELETE FROM project_report_notification_participants WHERE id = ?1",
-                [id],
-            )
-            .map(drop)
+            conn.execute("DELETE FROM project_report_notification_participants WHERE id = ?1", [id]).map(drop)
         })
         .await
     }
 
-    async fn notification_participants_by_token(
-        &self,
-        project_id: &str,
-        token: &str,
-    ) -> StoreResult<Vec<NotificationParticipant>> {
+    async fn notification_participants_by_token(&self, project_id: &str, token: &str) -> StoreResult<Vec<NotificationParticipant>> {
         let (project_id, token) = (project_id.to_string(), token.to_string());
         self.call("project_report_notification_participants", move |conn| {
             let mut stmt = conn.prepare_cached(&format!(

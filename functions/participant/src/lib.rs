@@ -7,7 +7,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use common::blob::Blob;
 use common::config::Settings;
-use common::http::{CorsPolicy, finish_router, health_routes};
 use common::store::SharedStore;
 use common::tasks::SharedPublisher;
 
@@ -31,28 +30,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        store: SharedStore,
-        blob: Blob,
-        tasks: SharedPublisher,
-        settings: Arc<Settings>,
-    ) -> Self {
-        let upload_limiter = Arc::new(RateLimiter::new(
-            settings.api.upload_url_rate_limit_per_minute,
-        ));
-        AppState {
-            store,
-            blob,
-            tasks,
-            settings,
-            upload_limiter,
-        }
+    pub fn new(store: SharedStore, blob: Blob, tasks: SharedPublisher, settings: Arc<Settings>) -> Self {
+        let upload_limiter = Arc::new(RateLimiter::new(settings.api.upload_url_rate_limit_per_minute));
+        AppState { store, blob, tasks, settings, upload_limiter }
     }
 
     /// Production wiring: the configured store, S3 and the SQS queues.
-    pub async fn connect(
-        settings: Arc<Settings>,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn connect(settings: Arc<Settings>) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let store = common::store::connect(&settings).await?;
         let blob = Blob::connect(&settings.s3).await?;
         let tasks = common::tasks::connect_sqs(&settings).await?;
@@ -87,10 +71,5 @@ pub fn routes(state: AppState) -> Router {
 /// The function's whole router: its routes, `/api/health`, CORS and the shared layers.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let cors = CorsPolicy::new(
-        settings.allowed_origins(),
-        settings.api.disable_cors,
-        CorsPolicy::API_METHODS,
-    );
-    finish_router(routes(state).merge(health_routes()), cors)
+    common::http::api_app(routes(state), &settings)
 }

@@ -6,13 +6,7 @@ use common::config::Settings;
 async fn main() -> Result<(), lambda_http::Error> {
     common::http::init_tracing();
     let settings = Settings::from_env()?;
-    settings.require(&[
-        "DIRECTUS_TOKEN",
-        "STORAGE_S3_BUCKET",
-        "STORAGE_S3_ENDPOINT",
-        "AUDIO_QUEUE_URL",
-        "NETWORK_QUEUE_URL",
-    ])?;
+    settings.require(&["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])?;
     let state = participant::AppState::connect(Arc::new(settings)).await?;
     common::http::run_lambda(participant::router(state)).await
 }

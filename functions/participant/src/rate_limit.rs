@@ -15,10 +15,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: u32) -> Self {
-        RateLimiter {
-            limit: limit as usize,
-            hits: Mutex::new(HashMap::new()),
-        }
+        RateLimiter { limit: limit as usize, hits: Mutex::new(HashMap::new()) }
     }
 
     /// Records a request for `key` at `now` unless the window is full (then false).
@@ -29,10 +26,7 @@ impl RateLimiter {
             hits.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
         }
         let queue = hits.entry(key.to_string()).or_default();
-        while queue
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-        {
+        while queue.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
             queue.pop_front();
         }
         if queue.len() >= self.limit {

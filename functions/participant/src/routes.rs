@@ -9,10 +9,7 @@ use chrono::Utc;
 use common::ApiError;
 use common::blob::{MAX_PATH_LEN, sanitize_filename};
 use common::http::JsonBody;
-use common::store::{
-    ChunkOrder, Conversation, NewChunk, NewConversation, NewNotificationParticipant, Project,
-    StoreError,
-};
+use common::store::{ChunkOrder, Conversation, NewChunk, NewConversation, NewNotificationParticipant, Project, StoreError};
 use common::tasks::Task;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -43,31 +40,17 @@ async fn find_conversation(state: &AppState, id: &str) -> ApiResult<Conversation
     if !is_uuid(id) {
         return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
     }
-    state
-        .store
-        .get_conversation(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))
+    state.store.get_conversation(id).await?.ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))
 }
 
 fn require_open(project: &Project) -> ApiResult<()> {
-    if project.is_conversation_allowed {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(NOT_OPEN))
-    }
+    if project.is_conversation_allowed { Ok(()) } else { Err(ApiError::forbidden(NOT_OPEN)) }
 }
 
 /// The conversation in `conversation_id`, which must belong to `project_id` (D24), in a project
 /// that is open for participation.
-async fn open_conversation_of_project(
-    state: &AppState,
-    project_id: &str,
-    conversation_id: &str,
-) -> ApiResult<Conversation> {
-    let project = find_project(state, project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
+async fn open_conversation_of_project(state: &AppState, project_id: &str, conversation_id: &str) -> ApiResult<Conversation> {
+    let project = find_project(state, project_id).await?.ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
     let conversation = find_conversation(state, conversation_id).await?;
     if conversation.project_id != project.id {
         return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
@@ -79,22 +62,13 @@ async fn open_conversation_of_project(
 /// The conversation and a check that its project takes recordings (404 / 403).
 async fn open_conversation(state: &AppState, conversation_id: &str) -> ApiResult<Conversation> {
     let conversation = find_conversation(state, conversation_id).await?;
-    let project = state
-        .store
-        .get_project(&conversation.project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
+    let project = state.store.get_project(&conversation.project_id).await?.ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
     require_open(&project)?;
     Ok(conversation)
 }
 
-pub async fn get_project(
-    State(state): State<AppState>,
-    Path(project_id): Path<String>,
-) -> ApiResult<Json<PublicProject>> {
-    let project = find_project(&state, &project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Project not found"))?;
+pub async fn get_project(State(state): State<AppState>, Path(project_id): Path<String>) -> ApiResult<Json<PublicProject>> {
+    let project = find_project(&state, &project_id).await?.ok_or_else(|| ApiError::not_found("Project not found"))?;
     require_open(&project)?;
     Ok(Json(project.into()))
 }
@@ -104,15 +78,11 @@ pub async fn initiate_conversation(
     Path(project_id): Path<String>,
     JsonBody(body): JsonBody<InitiateBody>,
 ) -> ApiResult<Json<PublicConversation>> {
-    let project = find_project(&state, &project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Project not found"))?;
+    let project = find_project(&state, &project_id).await?.ok_or_else(|| ApiError::not_found("Project not found"))?;
     require_open(&project)?;
     // Tags deleted while the portal was open must not block the participant (D6).
     let requested = body.tag_id_list.unwrap_or_default();
-    let (tag_ids, dropped): (Vec<String>, Vec<String>) = requested
-        .into_iter()
-        .partition(|id| project.tags.iter().any(|t| &t.id == id));
+    let (tag_ids, dropped): (Vec<String>, Vec<String>) = requested.into_iter().partition(|id| project.tags.iter().any(|t| &t.id == id));
     if !dropped.is_empty() {
         tracing::info!(project_id = %project.id, ?dropped, "ignoring tag ids that are not this project's");
     }
@@ -145,10 +115,7 @@ pub async fn list_chunks(
     Path((project_id, conversation_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<PublicChunk>>> {
     let conversation = open_conversation_of_project(&state, &project_id, &conversation_id).await?;
-    let chunks = state
-        .store
-        .list_chunks(&conversation.id, ChunkOrder::NewestFirst)
-        .await?;
+    let chunks = state.store.list_chunks(&conversation.id, ChunkOrder::NewestFirst).await?;
     Ok(Json(chunks.into_iter().map(PublicChunk::from).collect()))
 }
 
@@ -160,21 +127,12 @@ pub async fn delete_chunk(
     if conversation.project_id != project_id {
         return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
     }
-    let chunk = if is_uuid(&chunk_id) {
-        state.store.get_chunk(&chunk_id).await?
-    } else {
-        None
-    };
-    let chunk = chunk
-        .filter(|c| c.conversation_id == conversation.id)
-        .ok_or_else(|| ApiError::not_found("Chunk not found"))?;
+    let chunk = if is_uuid(&chunk_id) { state.store.get_chunk(&chunk_id).await? } else { None };
+    let chunk = chunk.filter(|c| c.conversation_id == conversation.id).ok_or_else(|| ApiError::not_found("Chunk not found"))?;
 
     // Its objects go through a delayed task, queued before the row goes: if the queue is down,
     // nothing is deleted (D40). Only keys under this conversation's own prefixes are named.
-    let own_prefixes = [
-        format!("conversation/{}/", conversation.id),
-        format!("chunks/{}/", conversation.id),
-    ];
+    let own_prefixes = [format!("conversation/{}/", conversation.id), format!("chunks/{}/", conversation.id)];
     let keys: Vec<String> = chunk
         .path
         .as_deref()
@@ -184,10 +142,7 @@ pub async fn delete_chunk(
         .collect();
     let task = Task::DeleteStorageObjects {
         keys,
-        prefixes: vec![format!(
-            "conversation/{}/chunks/{}-",
-            conversation.id, chunk.id
-        )],
+        prefixes: vec![format!("conversation/{}/chunks/{}-", conversation.id, chunk.id)],
         chunk_id: Some(chunk.id.clone()),
     };
     state.tasks.publish(task, DELETE_OBJECTS_DELAY).await?;
@@ -196,41 +151,24 @@ pub async fn delete_chunk(
     Ok(Json(Value::Null))
 }
 
-const EMPTY_CHUNK: &str =
-    "Chunk must have either an audio file (file_obj or file_url) or a transcript.";
+const EMPTY_CHUNK: &str = "Chunk must have either an audio file (file_obj or file_url) or a transcript.";
 
 /// Shared by upload-text, upload-chunk and confirm-upload: the chunk row, the reset of
 /// `is_all_chunks_transcribed` (D50), and processing for audio.
-async fn create_chunk(
-    state: &AppState,
-    conversation: &Conversation,
-    chunk: NewChunk,
-) -> ApiResult<PublicChunk> {
+async fn create_chunk(state: &AppState, conversation: &Conversation, chunk: NewChunk) -> ApiResult<PublicChunk> {
     let has_audio = chunk.path.as_deref().is_some_and(|p| !p.trim().is_empty());
-    let has_text = chunk
-        .transcript
-        .as_deref()
-        .is_some_and(|t| !t.trim().is_empty());
+    let has_text = chunk.transcript.as_deref().is_some_and(|t| !t.trim().is_empty());
     if !has_audio && !has_text {
         return Err(ApiError::bad_request(EMPTY_CHUNK));
     }
     let created = state.store.create_chunk(chunk).await?;
     if conversation.is_all_chunks_transcribed == Some(true) {
-        state
-            .store
-            .set_all_chunks_transcribed(&conversation.id, false)
-            .await?;
+        state.store.set_all_chunks_transcribed(&conversation.id, false).await?;
     }
     if has_audio {
         state
             .tasks
-            .publish(
-                Task::ProcessConversationChunk {
-                    chunk_id: created.id.clone(),
-                    use_pii_redaction: false,
-                },
-                Duration::ZERO,
-            )
+            .publish(Task::ProcessConversationChunk { chunk_id: created.id.clone(), use_pii_redaction: false }, Duration::ZERO)
             .await?;
     }
     tracing::info!(conversation_id = %conversation.id, chunk_id = %created.id, has_audio, "chunk created");
@@ -257,9 +195,7 @@ pub async fn upload_text(
 /// `conversation/{cid}/chunks/{chunk_id}-{name}`, the name cut so the stored URL fits 255 (D29).
 fn chunk_key(state: &AppState, conversation_id: &str, chunk_id: &str, filename: &str) -> String {
     let prefix = format!("conversation/{conversation_id}/chunks/{chunk_id}-");
-    let room = MAX_PATH_LEN
-        .saturating_sub(state.blob.url_for_key(&prefix).len())
-        .max(8);
+    let room = MAX_PATH_LEN.saturating_sub(state.blob.url_for_key(&prefix).len()).max(8);
     format!("{prefix}{}", sanitize_filename(filename, room))
 }
 
@@ -272,9 +208,7 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 fn too_large() -> ApiError {
-    ApiError::PayloadTooLarge(
-        "File too large for direct upload. Use get-upload-url instead.".into(),
-    )
+    ApiError::PayloadTooLarge("File too large for direct upload. Use get-upload-url instead.".into())
 }
 
 pub async fn upload_chunk(
@@ -302,11 +236,7 @@ pub async fn upload_chunk(
             "timestamp" => {
                 let text = field.text().await.map_err(multipart_error)?;
                 let parsed = common::datetime::parse(&text).ok_or_else(|| {
-                    ApiError::invalid(
-                        vec![json!("body"), json!("timestamp")],
-                        "datetime_parsing",
-                        "Input should be a valid datetime",
-                    )
+                    ApiError::invalid(vec![json!("body"), json!("timestamp")], "datetime_parsing", "Input should be a valid datetime")
                 })?;
                 timestamp = Some(parsed);
             }
@@ -314,28 +244,14 @@ pub async fn upload_chunk(
             _ => {}
         }
     }
-    let (name, content_type, data) = file.ok_or_else(|| {
-        ApiError::invalid(
-            vec![json!("body"), json!("chunk")],
-            "missing",
-            "Field required",
-        )
-    })?;
-    let timestamp = timestamp.ok_or_else(|| {
-        ApiError::invalid(
-            vec![json!("body"), json!("timestamp")],
-            "missing",
-            "Field required",
-        )
-    })?;
+    let (name, content_type, data) =
+        file.ok_or_else(|| ApiError::invalid(vec![json!("body"), json!("chunk")], "missing", "Field required"))?;
+    let timestamp = timestamp.ok_or_else(|| ApiError::invalid(vec![json!("body"), json!("timestamp")], "missing", "Field required"))?;
 
     let conversation = open_conversation(&state, &conversation_id).await?;
     let chunk_id = Uuid::new_v4().to_string();
     let key = chunk_key(&state, &conversation.id, &chunk_id, &name);
-    state
-        .blob
-        .put(&key, data.into(), content_type.as_deref())
-        .await?;
+    state.blob.put(&key, data.into(), content_type.as_deref()).await?;
     let chunk = NewChunk {
         id: chunk_id,
         conversation_id: conversation.id.clone(),
@@ -353,27 +269,16 @@ pub async fn get_upload_url(
     JsonBody(body): JsonBody<UploadUrlBody>,
 ) -> ApiResult<Json<UploadUrl>> {
     if !state.upload_limiter.allow(&conversation_id, Instant::now()) {
-        return Err(ApiError::TooManyRequests(
-            "Too many upload requests. Please wait before uploading more files.".into(),
-        ));
+        return Err(ApiError::TooManyRequests("Too many upload requests. Please wait before uploading more files.".into()));
     }
     let conversation = open_conversation(&state, &conversation_id).await?;
     let chunk_id = Uuid::new_v4().to_string();
     let key = chunk_key(&state, &conversation.id, &chunk_id, &body.filename);
-    let post = state
-        .blob
-        .presigned_post(&key, &body.content_type, Utc::now())
-        .await
-        .map_err(|err| match err {
-            common::blob::BlobError::Unavailable(_) => ApiError::from(err),
-            other => ApiError::internal_with("Failed to generate upload URL", other),
-        })?;
-    Ok(Json(UploadUrl {
-        chunk_id,
-        upload_url: post.url,
-        fields: post.fields,
-        file_url: state.blob.url_for_key(&key),
-    }))
+    let post = state.blob.presigned_post(&key, &body.content_type, Utc::now()).await.map_err(|err| match err {
+        common::blob::BlobError::Unavailable(_) => ApiError::from(err),
+        other => ApiError::internal_with("Failed to generate upload URL", other),
+    })?;
+    Ok(Json(UploadUrl { chunk_id, upload_url: post.url, fields: post.fields, file_url: state.blob.url_for_key(&key) }))
 }
 
 const HEAD_RETRY_SLEEPS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(500)];
@@ -399,24 +304,15 @@ pub async fn confirm_upload(
     if !is_uuid(&conversation_id) {
         return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
     }
-    let chunk_id = Uuid::parse_str(&body.chunk_id)
-        .map_err(|_| ApiError::bad_request("Invalid chunk_id"))?
-        .to_string();
+    let chunk_id = Uuid::parse_str(&body.chunk_id).map_err(|_| ApiError::bad_request("Invalid chunk_id"))?.to_string();
     // The key must be this chunk's upload in this conversation (D26).
     let expected_prefix = format!("conversation/{conversation_id}/chunks/{chunk_id}-");
-    let key = state
-        .blob
-        .key_from_url(&body.file_url)
-        .filter(|k| k.starts_with(&expected_prefix));
+    let key = state.blob.key_from_url(&body.file_url).filter(|k| k.starts_with(&expected_prefix));
     let Some(key) = key else {
-        return Err(ApiError::bad_request(
-            "file_url does not belong to this conversation",
-        ));
+        return Err(ApiError::bad_request("file_url does not belong to this conversation"));
     };
     if !uploaded_object_exists(&state, &key).await? {
-        return Err(ApiError::bad_request(
-            "File not found in S3. Upload may have failed. Please try again.",
-        ));
+        return Err(ApiError::bad_request("File not found in S3. Upload may have failed. Please try again."));
     }
 
     let conversation = open_conversation(&state, &conversation_id).await?;
@@ -434,74 +330,37 @@ pub async fn confirm_upload(
     match create_chunk(&state, &conversation, chunk).await {
         Ok(created) => Ok(Json(created)),
         // A concurrent confirm created it first: answer as a repeat.
-        Err(ApiError::Conflict(_)) => {
-            repeat_confirm(&state, &conversation_id, &chunk_id, &body.file_url).await
-        }
-        Err(
-            err @ (ApiError::Unavailable { .. }
-            | ApiError::BadRequest(_)
-            | ApiError::Forbidden(_)
-            | ApiError::NotFound(_)),
-        ) => Err(err),
+        Err(ApiError::Conflict(_)) => repeat_confirm(&state, &conversation_id, &chunk_id, &body.file_url).await,
+        Err(err @ (ApiError::Unavailable { .. } | ApiError::BadRequest(_) | ApiError::Forbidden(_) | ApiError::NotFound(_))) => Err(err),
         Err(err) => Err(ApiError::internal_with("Failed to confirm upload", err)),
     }
 }
 
 /// A confirm for a chunk that exists: the same upload answers the same chunk (D27), and
 /// processing is queued again only if it never finished.
-async fn repeat_confirm(
-    state: &AppState,
-    conversation_id: &str,
-    chunk_id: &str,
-    file_url: &str,
-) -> ApiResult<Json<PublicChunk>> {
-    let existing = state
-        .store
-        .get_chunk(chunk_id)
-        .await?
-        .ok_or_else(|| ApiError::internal_with("Failed to confirm upload", "chunk vanished"))?;
+async fn repeat_confirm(state: &AppState, conversation_id: &str, chunk_id: &str, file_url: &str) -> ApiResult<Json<PublicChunk>> {
+    let existing =
+        state.store.get_chunk(chunk_id).await?.ok_or_else(|| ApiError::internal_with("Failed to confirm upload", "chunk vanished"))?;
     if existing.conversation_id != conversation_id || existing.path.as_deref() != Some(file_url) {
-        return Err(ApiError::Conflict(
-            "chunk_id already used for a different upload".into(),
-        ));
+        return Err(ApiError::Conflict("chunk_id already used for a different upload".into()));
     }
     if existing.transcript.is_none() && existing.error.is_none() {
         state
             .tasks
-            .publish(
-                Task::ProcessConversationChunk {
-                    chunk_id: existing.id.clone(),
-                    use_pii_redaction: false,
-                },
-                Duration::ZERO,
-            )
+            .publish(Task::ProcessConversationChunk { chunk_id: existing.id.clone(), use_pii_redaction: false }, Duration::ZERO)
             .await?;
     }
     Ok(Json(existing.into()))
 }
 
-pub async fn finish_conversation(
-    State(state): State<AppState>,
-    Path(conversation_id): Path<String>,
-) -> ApiResult<Json<&'static str>> {
+pub async fn finish_conversation(State(state): State<AppState>, Path(conversation_id): Path<String>) -> ApiResult<Json<&'static str>> {
     let conversation = find_conversation(&state, &conversation_id).await?;
-    state
-        .tasks
-        .publish(
-            Task::FinishConversationHook {
-                conversation_id: conversation.id.clone(),
-            },
-            Duration::ZERO,
-        )
-        .await?;
+    state.tasks.publish(Task::FinishConversationHook { conversation_id: conversation.id.clone() }, Duration::ZERO).await?;
     tracing::info!(conversation_id = %conversation.id, "conversation finished by participant");
     Ok(Json("OK"))
 }
 
-pub async fn subscribe(
-    State(state): State<AppState>,
-    JsonBody(body): JsonBody<SubscribeBody>,
-) -> ApiResult<Json<Value>> {
+pub async fn subscribe(State(state): State<AppState>, JsonBody(body): JsonBody<SubscribeBody>) -> ApiResult<Json<Value>> {
     let mut failed = Vec::new();
     for email in body.emails {
         let email = email.to_lowercase();
@@ -515,23 +374,13 @@ pub async fn subscribe(
         }
     }
     if !failed.is_empty() {
-        return Err(ApiError::BadRequestObject(
-            json!({"message": "Some emails failed to process", "failed": failed}),
-        ));
+        return Err(ApiError::BadRequestObject(json!({"message": "Some emails failed to process", "failed": failed})));
     }
     Ok(Json(json!({"status": "success"})))
 }
 
-async fn subscribe_one(
-    state: &AppState,
-    email: &str,
-    project_id: &str,
-    conversation_id: &str,
-) -> Result<(), StoreError> {
-    let existing = state
-        .store
-        .find_notification_participant(email, project_id)
-        .await?;
+async fn subscribe_one(state: &AppState, email: &str, project_id: &str, conversation_id: &str) -> Result<(), StoreError> {
+    let existing = state.store.find_notification_participant(email, project_id).await?;
     if let Some(row) = &existing {
         if row.email_opt_in == Some(true) {
             return Ok(());
@@ -556,22 +405,13 @@ pub async fn unsubscribe(
     Path(project_id): Path<String>,
     JsonBody(body): JsonBody<UnsubscribeBody>,
 ) -> ApiResult<Json<Value>> {
-    let rows = if is_uuid(&body.token) {
-        state
-            .store
-            .notification_participants_by_token(&project_id, &body.token)
-            .await?
-    } else {
-        Vec::new()
-    };
+    let rows =
+        if is_uuid(&body.token) { state.store.notification_participants_by_token(&project_id, &body.token).await? } else { Vec::new() };
     if rows.is_empty() {
         return Err(ApiError::not_found("No data found"));
     }
     for row in rows {
-        state
-            .store
-            .set_notification_opt_in(&row.id, body.email_opt_in)
-            .await?;
+        state.store.set_notification_opt_in(&row.id, body.email_opt_in).await?;
     }
     Ok(Json(json!({"success": true})))
 }
@@ -581,28 +421,13 @@ pub async fn unsubscribe_eligibility(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let param = |name: &str| {
-        query.get(name).cloned().ok_or_else(|| {
-            ApiError::invalid(
-                vec![json!("query"), json!(name)],
-                "missing",
-                "Field required",
-            )
-        })
+        query.get(name).cloned().ok_or_else(|| ApiError::invalid(vec![json!("query"), json!(name)], "missing", "Field required"))
     };
     let (token, project_id) = (param("token")?, param("project_id")?);
     if token.is_empty() || project_id.is_empty() {
-        return Err(ApiError::bad_request(
-            "Invalid or missing unsubscribe link.",
-        ));
+        return Err(ApiError::bad_request("Invalid or missing unsubscribe link."));
     }
-    let rows = if is_uuid(&token) {
-        state
-            .store
-            .notification_participants_by_token(&project_id, &token)
-            .await?
-    } else {
-        Vec::new()
-    };
+    let rows = if is_uuid(&token) { state.store.notification_participants_by_token(&project_id, &token).await? } else { Vec::new() };
     let eligible = rows.first().is_some_and(|r| r.email_opt_in == Some(true));
     Ok(Json(json!({"data": {"eligible": eligible}})))
 }

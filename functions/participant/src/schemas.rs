@@ -32,23 +32,13 @@ impl From<Project> for PublicProject {
         PublicProject {
             id: p.id,
             language: p.language.unwrap_or_else(|| "en".into()),
-            tags: p
-                .tags
-                .into_iter()
-                .filter_map(|t| t.text.map(|text| PublicTag { id: t.id, text }))
-                .collect(),
+            tags: p.tags.into_iter().filter_map(|t| t.text.map(|text| PublicTag { id: t.id, text })).collect(),
             is_conversation_allowed: p.is_conversation_allowed,
             is_get_reply_enabled: p.is_get_reply_enabled.unwrap_or(false),
-            is_project_notification_subscription_allowed: p
-                .is_project_notification_subscription_allowed
-                .unwrap_or(false),
+            is_project_notification_subscription_allowed: p.is_project_notification_subscription_allowed.unwrap_or(false),
             default_conversation_tutorial_slug: p.default_conversation_tutorial_slug,
-            conversation_ask_for_participant_name_label: p
-                .conversation_ask_for_participant_name_label,
-            default_conversation_ask_for_participant_name: Some(
-                p.default_conversation_ask_for_participant_name
-                    .unwrap_or(true),
-            ),
+            conversation_ask_for_participant_name_label: p.conversation_ask_for_participant_name_label,
+            default_conversation_ask_for_participant_name: Some(p.default_conversation_ask_for_participant_name.unwrap_or(true)),
             default_conversation_title: p.default_conversation_title,
             default_conversation_description: p.default_conversation_description,
             default_conversation_finish_text: p.default_conversation_finish_text,
