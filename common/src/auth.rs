@@ -227,6 +227,59 @@ mod tests {
         }
     }
 
+    #[derive(Clone)]
+    struct TestAuth;
+
+    impl AuthConfig for TestAuth {
+        fn directus_secret(&self) -> Option<&str> {
+            Some(SECRET)
+        }
+        fn session_cookie_name(&self) -> &str {
+            "directus_session_token"
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_that_need_a_session_answer_401_json() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+
+        let app = axum::Router::new()
+            .route("/whoami", axum::routing::get(|s: Session| async move { s.user_id }))
+            .with_state(TestAuth);
+        let call = |auth: Option<String>, cookie: Option<String>| {
+            let app = app.clone();
+            async move {
+                let mut req = Request::get("/whoami");
+                if let Some(a) = auth {
+                    req = req.header("authorization", a);
+                }
+                if let Some(c) = cookie {
+                    req = req.header("cookie", c);
+                }
+                let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+                let status = res.status().as_u16();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        let now = chrono::Utc::now().timestamp();
+        let good = sign(&json!({"id": "u-1", "exp": now + 600}), SECRET);
+        let expired = sign(&json!({"id": "u-1", "exp": now - 1}), SECRET);
+        let tampered = format!("{}x", &good[..good.len() - 1]);
+        let invalid = (401, r#"{"detail":"Invalid session"}"#.to_string());
+
+        assert_eq!(call(Some(format!("Bearer {good}")), None).await, (200, "u-1".into()));
+        assert_eq!(call(None, Some(format!("directus_session_token={good}"))).await, (200, "u-1".into()));
+        assert_eq!(call(None, None).await, invalid);
+        assert_eq!(call(Some(format!("Bearer {expired}")), None).await, invalid);
+        assert_eq!(call(Some(format!("Bearer {tampered}")), None).await, invalid);
+        // A bad cookie is the token even when a good Bearer is sent too.
+        assert_eq!(call(Some(format!("Bearer {good}")), Some(format!("directus_session_token={expired}"))).await, invalid);
+    }
+
     #[test]
     fn cookie_wins_over_bearer() {
         let mut headers = HeaderMap::new();
