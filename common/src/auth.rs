@@ -246,9 +246,7 @@ mod tests {
         use http_body_util::BodyExt;
         use tower::ServiceExt;
 
-        let app = axum::Router::new()
-            .route("/whoami", axum::routing::get(|s: Session| async move { s.user_id }))
-            .with_state(TestAuth);
+        let app = axum::Router::new().route("/whoami", axum::routing::get(|s: Session| async move { s.user_id })).with_state(TestAuth);
         let call = |auth: Option<String>, cookie: Option<String>| {
             let app = app.clone();
             async move {

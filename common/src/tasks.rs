@@ -213,12 +213,19 @@ impl SqsPublisher {
         SqsPublisher { client, audio_queue_url, network_queue_url }
     }
 
-    /// A client for AWS, or for `endpoint` (a local SQS-protocol server) when given.
-    pub async fn client(region: &str, endpoint: Option<&str>) -> aws_sdk_sqs::Client {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new(region.to_string()))
-            .load()
-            .await;
+    /// A client for AWS, or for `endpoint` (a local SQS-protocol server) when given; static
+    /// credentials when given, else the default chain (the Lambda role).
+    pub async fn client(
+        region: &str,
+        endpoint: Option<&str>,
+        credentials: Option<aws_credential_types::Credentials>,
+    ) -> aws_sdk_sqs::Client {
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_sdk_sqs::config::Region::new(region.to_string()));
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        let shared = loader.load().await;
         let mut conf = aws_sdk_sqs::config::Builder::from(&shared);
         if let Some(endpoint) = endpoint {
             conf = conf.endpoint_url(endpoint);
@@ -263,7 +270,7 @@ pub async fn connect_sqs(settings: &crate::config::Settings) -> Result<SharedPub
     let (Some(audio), Some(network)) = (&q.audio_queue_url, &q.network_queue_url) else {
         return Err(PublishError::Config("AUDIO_QUEUE_URL and NETWORK_QUEUE_URL must be set".into()));
     };
-    let client = SqsPublisher::client(&settings.s3.region, q.sqs_endpoint.as_deref()).await;
+    let client = SqsPublisher::client(&settings.s3.region, q.sqs_endpoint.as_deref(), None).await;
     Ok(Arc::new(SqsPublisher::new(client, audio.clone(), network.clone())))
 }
 

@@ -47,7 +47,8 @@ async fn every_participant_event_reaches_its_route() {
         })
         .await
         .unwrap();
-    let event: Value = serde_json::from_str(&std::fs::read_to_string(events_dir().join("participant/confirm-upload.json")).unwrap()).unwrap();
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(events_dir().join("participant/confirm-upload.json")).unwrap()).unwrap();
     let confirm: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
     let key = app.local.state.blob.key_from_url(confirm["file_url"].as_str().unwrap()).unwrap();
     app.local.state.blob.put(&key, vec![0u8; 2048].into(), Some("audio/webm")).await.unwrap();
@@ -77,7 +78,10 @@ async fn every_participant_event_reaches_its_route() {
     // The unsubscribe events name a fixed token; give the subscribed row that token.
     let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
     let changed = db
-        .execute("UPDATE project_report_notification_participants SET email_opt_out_token = ?1 WHERE email = 'ada@example.org'", [UNSUBSCRIBE_TOKEN])
+        .execute(
+            "UPDATE project_report_notification_participants SET email_opt_out_token = ?1 WHERE email = 'ada@example.org'",
+            [UNSUBSCRIBE_TOKEN],
+        )
         .unwrap();
     assert_eq!(changed, 1);
     assert_eq!(invoke(&app, "participant/report-unsubscribe.json").await, (200, json!({"success": true})));

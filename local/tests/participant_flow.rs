@@ -440,3 +440,59 @@ async fn report_subscription_round_trip() {
         .await;
     assert_eq!((status, body), (400, json!({"detail": {"message": "Some emails failed to process", "failed": ["carol@example.org"]}})));
 }
+
+#[tokio::test]
+async fn a_storage_outage_is_503_naming_storage() {
+    // Point echo-local at an S3 endpoint where nothing listens.
+    let app = TestApp::start_with(|o| {
+        o.settings.s3.endpoint = Some("http://127.0.0.1:9".into());
+        o.settings.s3.bucket = Some("echo".into());
+        o.settings.s3.access_key = Some("k".into());
+        o.settings.s3.secret_key = Some("s".into());
+    })
+    .await;
+    let cid = app.initiate().await;
+    let upload = app.upload_url(&cid, "a.webm", "audio/webm").await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/participant/conversations/{cid}/confirm-upload")))
+        .json(&json!({"chunk_id": upload["chunk_id"], "file_url": upload["file_url"], "timestamp": "2025-10-16T12:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["retry-after"], "5");
+    assert_eq!(read(res).await, (503, json!({"detail": "Storage is unavailable, please try again later"})));
+    assert!(app.local.store.list_chunks(&cid, common::store::ChunkOrder::OldestFirst).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_queue_outage_is_503_and_deletes_nothing() {
+    use tower::ServiceExt;
+    let app = TestApp::start().await;
+    let cid = app.initiate().await;
+    let (status, chunk) = app
+        .post(
+            &format!("/api/participant/conversations/{cid}/upload-text"),
+            json!({"timestamp": "2025-10-16T12:00:00Z", "content": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The same store and storage, but tasks go to an SQS endpoint where nothing listens.
+    let creds = aws_credential_types::Credentials::new("k", "s", None, None, "test");
+    let client = common::tasks::SqsPublisher::client("us-east-1", Some("http://127.0.0.1:9"), Some(creds)).await;
+    let queue = "http://127.0.0.1:9/000000000000/q".to_string();
+    let mut state = app.local.state.clone();
+    state.tasks = std::sync::Arc::new(common::tasks::SqsPublisher::new(client, queue.clone(), queue));
+    let router = participant::router(state);
+    let call =
+        |method: &str, path: String| axum::http::Request::builder().method(method).uri(path).body(axum::body::Body::empty()).unwrap();
+    let res = router.clone().oneshot(call("POST", format!("/api/participant/conversations/{cid}/finish"))).await.unwrap();
+    assert_eq!(res.status(), 503);
+    let chunk_id = chunk["id"].as_str().unwrap();
+    let res =
+        router.oneshot(call("DELETE", format!("/api/participant/projects/{PROJECT}/conversations/{cid}/chunks/{chunk_id}"))).await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"detail": "Task queue is unavailable, please try again later"}));
+    assert!(app.local.store.get_chunk(chunk_id).await.unwrap().is_some(), "the chunk stays when its deletion cannot be queued");
+}

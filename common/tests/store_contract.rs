@@ -1,0 +1,147 @@
+//! The `Store` contract: the same assertions for every backend. SQLite runs here; the Directus
+//! backend joins this suite when it exists.
+
+use chrono::{TimeZone, Utc};
+use common::offload::OffloadPool;
+use common::store::*;
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn project(store: &dyn Store, open: bool) -> Project {
+    store
+        .create_project(NewProject {
+            id: uuid(),
+            directus_user_id: Some("owner".into()),
+            name: Some("P".into()),
+            is_conversation_allowed: open,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn projects_and_tags(store: &dyn Store) {
+    let p = project(store, true).await;
+    assert_eq!(p.name.as_deref(), Some("P"));
+    assert!(p.is_conversation_allowed);
+    assert_eq!(p.is_get_reply_enabled, Some(false), "collection default");
+    assert_eq!(p.default_conversation_ask_for_participant_name, Some(true), "collection default");
+    let late = store.create_project_tag(&uuid(), &p.id, Some("second"), Some(2)).await.unwrap();
+    let early = store.create_project_tag(&uuid(), &p.id, Some("first"), Some(1)).await.unwrap();
+    let untitled = store.create_project_tag(&uuid(), &p.id, None, None).await.unwrap();
+    let loaded = store.get_project(&p.id).await.unwrap().unwrap();
+    let ids: Vec<&str> = loaded.tags.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, vec![early.id.as_str(), late.id.as_str(), untitled.id.as_str()], "by sort, unsorted last");
+    assert_eq!(store.get_project(&uuid()).await.unwrap(), None);
+}
+
+async fn conversations(store: &dyn Store) {
+    let p = project(store, true).await;
+    let tag = store.create_project_tag(&uuid(), &p.id, Some("t"), None).await.unwrap();
+    let id = uuid();
+    let new = NewConversation {
+        id: id.clone(),
+        project_id: p.id.clone(),
+        participant_name: Some("Ada".into()),
+        participant_email: Some("ada@example.org".into()),
+        participant_user_agent: Some("ua".into()),
+        source: Some("PORTAL_AUDIO".into()),
+        tag_ids: vec![tag.id.clone()],
+    };
+    let c = store.create_conversation(new.clone()).await.unwrap();
+    assert_eq!((c.id.as_str(), c.project_id.as_str()), (id.as_str(), p.id.as_str()));
+    assert_eq!(c.tag_ids, vec![tag.id]);
+    assert_eq!(c.is_all_chunks_transcribed, None);
+    assert!(matches!(store.create_conversation(new).await, Err(StoreError::AlreadyExists { .. })));
+    store.set_all_chunks_transcribed(&id, true).await.unwrap();
+    assert_eq!(store.get_conversation(&id).await.unwrap().unwrap().is_all_chunks_transcribed, Some(true));
+    store.set_all_chunks_transcribed(&id, false).await.unwrap();
+    assert_eq!(store.get_conversation(&id).await.unwrap().unwrap().is_all_chunks_transcribed, Some(false));
+    assert_eq!(store.get_conversation(&uuid()).await.unwrap(), None);
+}
+
+async fn chunks(store: &dyn Store) {
+    let p = project(store, true).await;
+    let cid = uuid();
+    store.create_conversation(NewConversation { id: cid.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
+    let at = |s| Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, s).unwrap();
+    let mk = |id: &str, second| NewChunk {
+        id: id.into(),
+        conversation_id: cid.clone(),
+        timestamp: at(second),
+        path: Some(format!("http://s3/echo/conversation/{cid}/chunks/{id}-a.webm")),
+        source: Some("PORTAL_AUDIO".into()),
+        transcript: None,
+    };
+    let (a, b, c) = (uuid(), uuid(), uuid());
+    store.create_chunk(mk(&b, 30)).await.unwrap();
+    let first = store.create_chunk(mk(&a, 0)).await.unwrap();
+    assert_eq!(first.timestamp, at(0));
+    assert_eq!(first.error, None);
+    store.create_chunk(NewChunk { transcript: Some("typed".into()), path: None, ..mk(&c, 59) }).await.unwrap();
+    assert!(matches!(store.create_chunk(mk(&a, 5)).await, Err(StoreError::AlreadyExists { .. })), "create-if-absent");
+    assert_eq!(store.get_chunk(&a).await.unwrap().unwrap().timestamp, at(0), "the first write stands");
+
+    let oldest: Vec<String> = store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(oldest, vec![a.clone(), b.clone(), c.clone()]);
+    let newest: Vec<String> = store.list_chunks(&cid, ChunkOrder::NewestFirst).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(newest, vec![c.clone(), b.clone(), a.clone()]);
+
+    assert!(store.delete_chunk(&b).await.unwrap());
+    assert!(!store.delete_chunk(&b).await.unwrap(), "already gone is fine");
+    assert_eq!(store.get_chunk(&b).await.unwrap(), None);
+    assert_eq!(store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap().len(), 2);
+
+    // A chunk of a conversation that does not exist is refused.
+    let orphan = NewChunk { conversation_id: uuid(), ..mk(&uuid(), 1) };
+    assert!(store.create_chunk(orphan).await.is_err());
+}
+
+async fn notification_participants(store: &dyn Store) {
+    let p = project(store, true).await;
+    let row = store
+        .create_notification_participant(NewNotificationParticipant {
+            email: "ada@example.org".into(),
+            project_id: p.id.clone(),
+            conversation_id: None,
+            email_opt_in: true,
+        })
+        .await
+        .unwrap();
+    let token = row.email_opt_out_token.clone().expect("a token is generated");
+    assert_eq!(store.find_notification_participant("ada@example.org", &p.id).await.unwrap(), Some(row.clone()));
+    assert_eq!(store.find_notification_participant("ada@example.org", &uuid()).await.unwrap(), None);
+    assert_eq!(store.notification_participants_by_token(&p.id, &token).await.unwrap(), vec![row.clone()]);
+    store.set_notification_opt_in(&row.id, false).await.unwrap();
+    assert_eq!(store.find_notification_participant("ada@example.org", &p.id).await.unwrap().unwrap().email_opt_in, Some(false));
+    store.delete_notification_participant(&row.id).await.unwrap();
+    assert!(store.notification_participants_by_token(&p.id, &token).await.unwrap().is_empty());
+}
+
+async fn run_contract(store: &dyn Store) {
+    projects_and_tags(store).await;
+    conversations(store).await;
+    chunks(store).await;
+    notification_participants(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("nested/echo.sqlite3"), OffloadPool::new(4)).await.unwrap();
+    run_contract(&store).await;
+    // Reopening runs no migration twice and keeps the data.
+    let again = SqliteStore::open(dir.path().join("nested/echo.sqlite3"), OffloadPool::new(4)).await.unwrap();
+    run_contract(&again).await;
+}
+
+#[tokio::test]
+async fn an_unopenable_database_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = SqliteStore::open(file.join("echo.sqlite3"), OffloadPool::new(1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { backend: common::Dependency::Database, .. }), "{err:?}");
+}
