@@ -7,8 +7,10 @@ pub mod datetime;
 pub mod error;
 pub mod http;
 pub mod offload;
+pub mod services;
 pub mod store;
 pub mod tasks;
 
 pub use error::{ApiError, Dependency};
 pub use offload::offload;
+pub use services::Services;

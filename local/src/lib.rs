@@ -148,7 +148,8 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     }
     let blob = Blob::connect(&settings.s3).await?;
     let queue = InProcessQueue::new();
-    let state = participant::AppState::new(store.clone(), blob, Arc::new(queue.clone()), settings.clone());
+    let services = common::Services { store: store.clone(), blob, tasks: Arc::new(queue.clone()), settings: settings.clone() };
+    let state = participant::AppState::new(services);
 
     let listener = TcpListener::bind(options.api_addr).await.with_context(|| format!("binding the API to {}", options.api_addr))?;
     let api_addr = listener.local_addr()?;

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use common::store::{NewChunk, NewConversation};
+use common::store::NewConversation;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use support::*;

@@ -482,7 +482,7 @@ async fn a_queue_outage_is_503_and_deletes_nothing() {
     let client = common::tasks::SqsPublisher::client("us-east-1", Some("http://127.0.0.1:9"), Some(creds)).await;
     let queue = "http://127.0.0.1:9/000000000000/q".to_string();
     let mut state = app.local.state.clone();
-    state.tasks = std::sync::Arc::new(common::tasks::SqsPublisher::new(client, queue.clone(), queue));
+    state.services.tasks = std::sync::Arc::new(common::tasks::SqsPublisher::new(client, queue.clone(), queue));
     let router = participant::router(state);
     let call =
         |method: &str, path: String| axum::http::Request::builder().method(method).uri(path).body(axum::body::Body::empty()).unwrap();

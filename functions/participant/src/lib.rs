@@ -5,10 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use common::blob::Blob;
-use common::config::Settings;
-use common::store::SharedStore;
-use common::tasks::SharedPublisher;
+use common::Services;
 
 mod rate_limit;
 mod routes;
@@ -22,25 +19,21 @@ pub const DIRECT_UPLOAD_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: SharedStore,
-    pub blob: Blob,
-    pub tasks: SharedPublisher,
-    pub settings: Arc<Settings>,
+    pub services: Services,
     pub upload_limiter: Arc<RateLimiter>,
 }
 
-impl AppState {
-    pub fn new(store: SharedStore, blob: Blob, tasks: SharedPublisher, settings: Arc<Settings>) -> Self {
-        let upload_limiter = Arc::new(RateLimiter::new(settings.api.upload_url_rate_limit_per_minute));
-        AppState { store, blob, tasks, settings, upload_limiter }
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
     }
+}
 
-    /// Production wiring: the configured store, S3 and the SQS queues.
-    pub async fn connect(settings: Arc<Settings>) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let store = common::store::connect(&settings).await?;
-        let blob = Blob::connect(&settings.s3).await?;
-        let tasks = common::tasks::connect_sqs(&settings).await?;
-        Ok(Self::new(store, blob, tasks, settings))
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        let upload_limiter = Arc::new(RateLimiter::new(services.settings.api.upload_url_rate_limit_per_minute));
+        AppState { services, upload_limiter }
     }
 }
 

@@ -7,6 +7,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     common::http::init_tracing();
     let settings = Settings::from_env()?;
     settings.require(&["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])?;
-    let state = participant::AppState::connect(Arc::new(settings)).await?;
+    let state = participant::AppState::new(common::Services::connect(Arc::new(settings)).await?);
     common::http::run_lambda(participant::router(state)).await
 }

@@ -1,0 +1,40 @@
+//! The backends every function works with, wired once per execution environment.
+
+use std::sync::Arc;
+
+use crate::auth::AuthConfig;
+use crate::blob::Blob;
+use crate::config::Settings;
+use crate::store::SharedStore;
+use crate::tasks::SharedPublisher;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Store, storage, task queue and settings; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub store: SharedStore,
+    pub blob: Blob,
+    pub tasks: SharedPublisher,
+    pub settings: Arc<Settings>,
+}
+
+impl Services {
+    /// Production wiring: the configured store, S3 and the SQS queues.
+    pub async fn connect(settings: Arc<Settings>) -> Result<Self, BoxError> {
+        let store = crate::store::connect(&settings).await?;
+        let blob = Blob::connect(&settings.s3).await?;
+        let tasks = crate::tasks::connect_sqs(&settings).await?;
+        Ok(Services { store, blob, tasks, settings })
+    }
+}
+
+impl AuthConfig for Services {
+    fn directus_secret(&self) -> Option<&str> {
+        self.settings.auth.directus_secret.as_deref()
+    }
+
+    fn session_cookie_name(&self) -> &str {
+        &self.settings.auth.session_cookie_name
+    }
+}
