@@ -49,6 +49,7 @@ async fn conversations(store: &dyn Store) {
         participant_user_agent: Some("ua".into()),
         source: Some("PORTAL_AUDIO".into()),
         tag_ids: vec![tag.id.clone()],
+        ..Default::default()
     };
     let c = store.create_conversation(new.clone()).await.unwrap();
     assert_eq!((c.id.as_str(), c.project_id.as_str()), (id.as_str(), p.id.as_str()));
@@ -120,11 +121,78 @@ async fn notification_participants(store: &dyn Store) {
     assert!(store.notification_participants_by_token(&p.id, &token).await.unwrap().is_empty());
 }
 
+async fn dashboard_operations(store: &dyn Store) {
+    let p = project(store, true).await;
+    let (older, newer) = (uuid(), uuid());
+    for id in [&older, &newer] {
+        store.create_conversation(NewConversation { id: id.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let listed: Vec<String> = store.list_conversations(&p.id).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(listed, vec![newer.clone(), older.clone()], "newest first");
+
+    store
+        .update_conversation(
+            &older,
+            ConversationPatch { merged_audio_path: Some("http://s3/echo/m.mp3".into()), duration: Some(12.5), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    store.update_conversation(&older, ConversationPatch { summary: Some("short".into()), ..Default::default() }).await.unwrap();
+    let c = store.get_conversation(&older).await.unwrap().unwrap();
+    assert_eq!(
+        (c.merged_audio_path.as_deref(), c.duration, c.summary.as_deref()),
+        (Some("http://s3/echo/m.mp3"), Some(12.5), Some("short"))
+    );
+
+    let at = Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, 0).unwrap();
+    let chunk = |transcript: Option<&str>| NewChunk {
+        id: uuid(),
+        conversation_id: older.clone(),
+        timestamp: at,
+        path: None,
+        source: None,
+        transcript: transcript.map(str::to_string),
+    };
+    store.create_chunk(chunk(Some("a"))).await.unwrap();
+    store.create_chunk(chunk(Some("b"))).await.unwrap();
+    store.create_chunk(chunk(None)).await.unwrap();
+    assert_eq!(store.chunk_counts(&older).await.unwrap(), ChunkCounts { total: 3, error: 0, ok: 2 });
+    assert_eq!(store.chunk_counts(&newer).await.unwrap(), ChunkCounts::default());
+
+    let first = store.create_reply(&older, "first reply", "assistant_reply").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.create_reply(&older, "second reply", "assistant_reply").await.unwrap();
+    let replies = store.list_replies(&older, 1000).await.unwrap();
+    assert_eq!(replies.iter().map(|r| r.content_text.as_deref().unwrap()).collect::<Vec<_>>(), vec!["first reply", "second reply"]);
+    assert_eq!(replies[0], first);
+    assert_eq!(store.list_replies(&older, 1).await.unwrap().len(), 1);
+
+    store.create_conversation_link(&older, &newer, "CLONE").await.unwrap();
+    assert!(store.segment_ids(&older).await.unwrap().is_empty());
+    assert_eq!(store.latest_analysis_run(&p.id).await.unwrap(), None);
+
+    let report = store
+        .create_report(NewReport { content: "# Report".into(), project_id: p.id.clone(), language: "en".into(), status: "archived".into() })
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.content.as_deref(), report.status.as_str(), report.project_id.as_deref()),
+        (Some("# Report"), "archived", Some(p.id.as_str()))
+    );
+
+    assert!(store.delete_conversation(&older).await.unwrap());
+    assert!(!store.delete_conversation(&older).await.unwrap());
+    assert_eq!(store.get_conversation(&older).await.unwrap(), None);
+    assert_eq!(store.chunk_counts(&older).await.unwrap().total, 0, "chunks go with their conversation");
+}
+
 async fn run_contract(store: &dyn Store) {
     projects_and_tags(store).await;
     conversations(store).await;
     chunks(store).await;
     notification_participants(store).await;
+    dashboard_operations(store).await;
 }
 
 #[tokio::test]

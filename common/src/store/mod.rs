@@ -73,6 +73,11 @@ pub struct NewProject {
     pub default_conversation_description: Option<String>,
     pub default_conversation_finish_text: Option<String>,
     pub image_generation_model: Option<String>,
+    pub default_conversation_ask_for_participant_name: Option<bool>,
+    pub default_conversation_tutorial_slug: Option<String>,
+    pub default_conversation_transcript_prompt: Option<String>,
+    pub conversation_ask_for_participant_name_label: Option<String>,
+    pub is_enhanced_audio_processing_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +119,77 @@ pub struct NewConversation {
     pub participant_user_agent: Option<String>,
     pub source: Option<String>,
     pub tag_ids: Vec<String>,
+    pub duration: Option<f64>,
+    pub merged_audio_path: Option<String>,
+}
+
+/// Fields to change on a conversation; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConversationPatch {
+    pub merged_audio_path: Option<String>,
+    pub duration: Option<f64>,
+    pub summary: Option<String>,
+    pub is_finished: Option<bool>,
+    pub is_all_chunks_transcribed: Option<bool>,
+    pub is_audio_processing_finished: Option<bool>,
+}
+
+/// Chunk classification (D35): error = `error` set; ok = no error and a transcript.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkCounts {
+    pub total: u64,
+    pub error: u64,
+    pub ok: u64,
+}
+
+/// `conversation_reply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: String,
+    pub conversation_id: Option<String>,
+    pub content_text: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub date_created: Option<DateTime<Utc>>,
+}
+
+/// `project_report`, as create-report returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub id: i64,
+    pub content: Option<String>,
+    pub project_id: Option<String>,
+    pub language: Option<String>,
+    pub status: String,
+    pub show_portal_link: Option<bool>,
+    #[serde(with = "crate::datetime")]
+    pub date_created: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewReport {
+    pub content: String,
+    pub project_id: String,
+    pub language: String,
+    pub status: String,
+}
+
+/// One chunk's diarization metrics (for the conversation health stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkMetrics {
+    pub conversation_id: String,
+    pub project_id: String,
+    pub timestamp: DateTime<Utc>,
+    pub noise_ratio: f64,
+    pub cross_talk_instances: f64,
+    pub silence_ratio: f64,
+}
+
+/// Whose recent chunk metrics to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsScope {
+    Projects(Vec<String>),
+    Conversations(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +260,26 @@ pub trait Store: Send + Sync + 'static {
     async fn create_chunk(&self, chunk: NewChunk) -> StoreResult<Chunk>;
     /// Deletes a chunk; already gone is fine (returns false).
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool>;
+
+    /// Every conversation of a project (all pages), most recently created first.
+    async fn list_conversations(&self, project_id: &str) -> StoreResult<Vec<Conversation>>;
+    async fn update_conversation(&self, id: &str, patch: ConversationPatch) -> StoreResult<()>;
+    /// Deletes a conversation; its chunks, segments and tag links go with it.
+    async fn delete_conversation(&self, id: &str) -> StoreResult<bool>;
+    async fn chunk_counts(&self, conversation_id: &str) -> StoreResult<ChunkCounts>;
+    async fn create_conversation_link(&self, source_id: &str, target_id: &str, link_type: &str) -> StoreResult<()>;
+    /// Earlier replies of a conversation, oldest first, at most `limit`.
+    async fn list_replies(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Reply>>;
+    /// Stores a reply linked both ways (D31): `conversation_id` and `reply` are the conversation.
+    async fn create_reply(&self, conversation_id: &str, content_text: &str, kind: &str) -> StoreResult<Reply>;
+    /// Segment ids of a conversation through both pipelines (processing.md §9.2).
+    async fn segment_ids(&self, conversation_id: &str) -> StoreResult<Vec<i64>>;
+    /// Chunks recorded since `since` with every diarization metric set, newest first.
+    async fn recent_chunk_metrics(&self, scope: MetricsScope, since: DateTime<Utc>) -> StoreResult<Vec<ChunkMetrics>>;
+
+    /// The id of the project's newest `project_analysis_run`.
+    async fn latest_analysis_run(&self, project_id: &str) -> StoreResult<Option<String>>;
+    async fn create_report(&self, report: NewReport) -> StoreResult<Report>;
 
     async fn find_notification_participant(&self, email: &str, project_id: &str) -> StoreResult<Option<NotificationParticipant>>;
     async fn create_notification_participant(&self, row: NewNotificationParticipant) -> StoreResult<NotificationParticipant>;

@@ -13,7 +13,7 @@ use super::*;
 use crate::offload::OffloadPool;
 
 /// Applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_participant.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_participant.sql"), include_str!("../../migrations/0002_dashboard.sql")];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -199,35 +199,40 @@ fn load_project(conn: &Connection, id: &str) -> rusqlite::Result<Option<Project>
 const CONVERSATION_COLUMNS: &str = "id, project_id, created_at, updated_at, participant_name, participant_email, participant_user_agent, \
     source, summary, duration, merged_audio_path, is_finished, is_all_chunks_transcribed, is_audio_processing_finished";
 
-fn load_conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
-    let conversation = conn
-        .query_row(&format!("SELECT {CONVERSATION_COLUMNS} FROM conversation WHERE id = ?1"), [id], |r| {
-            Ok(Conversation {
-                id: r.get(0)?,
-                project_id: r.get(1)?,
-                created_at: parse_ts(r.get(2)?),
-                updated_at: parse_ts(r.get(3)?),
-                participant_name: r.get(4)?,
-                participant_email: r.get(5)?,
-                participant_user_agent: r.get(6)?,
-                source: r.get(7)?,
-                summary: r.get(8)?,
-                duration: r.get(9)?,
-                merged_audio_path: r.get(10)?,
-                is_finished: r.get(11)?,
-                is_all_chunks_transcribed: r.get(12)?,
-                is_audio_processing_finished: r.get(13)?,
-                tag_ids: Vec::new(),
-            })
-        })
-        .optional()?;
-    let Some(mut conversation) = conversation else {
-        return Ok(None);
-    };
+fn conversation_from_row(r: &Row) -> rusqlite::Result<Conversation> {
+    Ok(Conversation {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        created_at: parse_ts(r.get(2)?),
+        updated_at: parse_ts(r.get(3)?),
+        participant_name: r.get(4)?,
+        participant_email: r.get(5)?,
+        participant_user_agent: r.get(6)?,
+        source: r.get(7)?,
+        summary: r.get(8)?,
+        duration: r.get(9)?,
+        merged_audio_path: r.get(10)?,
+        is_finished: r.get(11)?,
+        is_all_chunks_transcribed: r.get(12)?,
+        is_audio_processing_finished: r.get(13)?,
+        tag_ids: Vec::new(),
+    })
+}
+
+fn load_tag_ids(conn: &Connection, conversation: &mut Conversation) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "SELECT project_tag_id FROM conversation_project_tag WHERE conversation_id = ?1 AND project_tag_id IS NOT NULL ORDER BY id",
     )?;
-    conversation.tag_ids = stmt.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    conversation.tag_ids = stmt.query_map([&conversation.id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(())
+}
+
+fn load_conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
+    let conversation = conn
+        .query_row(&format!("SELECT {CONVERSATION_COLUMNS} FROM conversation WHERE id = ?1"), [id], conversation_from_row)
+        .optional()?;
+    let Some(mut conversation) = conversation else { return Ok(None) };
+    load_tag_ids(conn, &mut conversation)?;
     Ok(Some(conversation))
 }
 
@@ -251,6 +256,10 @@ fn chunk_from_row(r: &Row) -> rusqlite::Result<Chunk> {
 
 fn load_chunk(conn: &Connection, id: &str) -> rusqlite::Result<Option<Chunk>> {
     conn.query_row(&format!("SELECT {CHUNK_COLUMNS} FROM conversation_chunk WHERE id = ?1"), [id], chunk_from_row).optional()
+}
+
+fn reply_from_row(r: &Row) -> rusqlite::Result<Reply> {
+    Ok(Reply { id: r.get(0)?, conversation_id: r.get(1)?, content_text: r.get(2)?, kind: r.get(3)?, date_created: parse_ts(r.get(4)?) })
 }
 
 const PARTICIPANT_COLUMNS: &str = "id, email, project_id, conversation_id, email_opt_in, email_opt_out_token";
@@ -283,8 +292,11 @@ impl Store for SqliteStore {
             conn.execute(
                 "INSERT INTO project (id, created_at, directus_user_id, name, language, context, is_conversation_allowed, \
                  is_get_reply_enabled, is_project_notification_subscription_allowed, default_conversation_title, \
-                 default_conversation_description, default_conversation_finish_text, image_generation_model) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'))",
+                 default_conversation_description, default_conversation_finish_text, image_generation_model, \
+                 default_conversation_ask_for_participant_name, default_conversation_tutorial_slug, \
+                 default_conversation_transcript_prompt, conversation_ask_for_participant_name_label, is_enhanced_audio_processing_enabled) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'), \
+                 coalesce(?14, 1), coalesce(?15, 'none'), ?16, ?17, coalesce(?18, 0))",
                 params![
                     p.id,
                     now(),
@@ -298,7 +310,12 @@ impl Store for SqliteStore {
                     p.default_conversation_title,
                     p.default_conversation_description,
                     p.default_conversation_finish_text,
-                    p.image_generation_model
+                    p.image_generation_model,
+                    p.default_conversation_ask_for_participant_name,
+                    p.default_conversation_tutorial_slug,
+                    p.default_conversation_transcript_prompt,
+                    p.conversation_ask_for_participant_name_label,
+                    p.is_enhanced_audio_processing_enabled
                 ],
             )?;
             load_project(conn, &p.id)
@@ -330,9 +347,19 @@ impl Store for SqliteStore {
             .call("conversation", move |conn| {
                 let tx = conn.transaction()?;
                 let inserted = tx.execute(
-                    "INSERT INTO conversation (id, created_at, project_id, participant_name, participant_email, participant_user_agent, source) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![c.id, now(), c.project_id, c.participant_name, c.participant_email, c.participant_user_agent, c.source],
+                    "INSERT INTO conversation (id, created_at, project_id, participant_name, participant_email, participant_user_agent, source, \
+                     duration, merged_audio_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        c.id,
+                        now(),
+                        c.project_id,
+                        c.participant_name,
+                        c.participant_email,
+                        c.participant_user_agent,
+                        c.source,
+                        c.duration,
+                        c.merged_audio_path
+                    ],
                 );
                 if let Err(err) = inserted {
                     return if is_unique_violation(&err) { Ok(None) } else { Err(err) };
@@ -398,6 +425,191 @@ impl Store for SqliteStore {
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_string();
         self.call("conversation_chunk", move |conn| conn.execute("DELETE FROM conversation_chunk WHERE id = ?1", [id]).map(|n| n > 0)).await
+    }
+
+    async fn list_conversations(&self, project_id: &str) -> StoreResult<Vec<Conversation>> {
+        let project_id = project_id.to_string();
+        self.call("conversation", move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversation WHERE project_id = ?1 ORDER BY created_at DESC, id"
+            ))?;
+            let mut conversations: Vec<Conversation> =
+                stmt.query_map([&project_id], conversation_from_row)?.collect::<rusqlite::Result<_>>()?;
+            for c in &mut conversations {
+                load_tag_ids(conn, c)?;
+            }
+            Ok(conversations)
+        })
+        .await
+    }
+
+    async fn update_conversation(&self, id: &str, patch: ConversationPatch) -> StoreResult<()> {
+        let id = id.to_string();
+        self.call("conversation", move |conn| {
+            conn.execute(
+                "UPDATE conversation SET merged_audio_path = coalesce(?2, merged_audio_path), duration = coalesce(?3, duration), \
+                 summary = coalesce(?4, summary), is_finished = coalesce(?5, is_finished), \
+                 is_all_chunks_transcribed = coalesce(?6, is_all_chunks_transcribed), \
+                 is_audio_processing_finished = coalesce(?7, is_audio_processing_finished), updated_at = ?8 WHERE id = ?1",
+                params![
+                    id,
+                    patch.merged_audio_path,
+                    patch.duration,
+                    patch.summary,
+                    patch.is_finished,
+                    patch.is_all_chunks_transcribed,
+                    patch.is_audio_processing_finished,
+                    now()
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn delete_conversation(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call("conversation", move |conn| conn.execute("DELETE FROM conversation WHERE id = ?1", [id]).map(|n| n > 0)).await
+    }
+
+    async fn chunk_counts(&self, conversation_id: &str) -> StoreResult<ChunkCounts> {
+        let id = conversation_id.to_string();
+        self.call("conversation_chunk", move |conn| {
+            conn.query_row(
+                "SELECT count(*), count(error), coalesce(sum(error IS NULL AND transcript IS NOT NULL), 0) \
+                 FROM conversation_chunk WHERE conversation_id = ?1",
+                [id],
+                |r| {
+                    Ok(ChunkCounts { total: r.get::<_, i64>(0)? as u64, error: r.get::<_, i64>(1)? as u64, ok: r.get::<_, i64>(2)? as u64 })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn create_conversation_link(&self, source_id: &str, target_id: &str, link_type: &str) -> StoreResult<()> {
+        let (source_id, target_id, link_type) = (source_id.to_string(), target_id.to_string(), link_type.to_string());
+        self.call("conversation_link", move |conn| {
+            conn.execute(
+                "INSERT INTO conversation_link (source_conversation_id, target_conversation_id, link_type, date_created) VALUES (?1, ?2, ?3, ?4)",
+                params![source_id, target_id, link_type, now()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn list_replies(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<Reply>> {
+        let id = conversation_id.to_string();
+        self.call("conversation_reply", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, conversation_id, content_text, type, date_created FROM conversation_reply \
+                 WHERE conversation_id = ?1 ORDER BY date_created, rowid LIMIT ?2",
+            )?;
+            stmt.query_map(params![id, limit], reply_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn create_reply(&self, conversation_id: &str, content_text: &str, kind: &str) -> StoreResult<Reply> {
+        let (cid, text, kind) = (conversation_id.to_string(), content_text.to_string(), kind.to_string());
+        self.call("conversation_reply", move |conn| {
+            let id = uuid::Uuid::new_v4().to_string();
+            conn.execute(
+                "INSERT INTO conversation_reply (id, conversation_id, reply, content_text, type, date_created) VALUES (?1, ?2, ?2, ?3, ?4, ?5)",
+                params![id, cid, text, kind, now()],
+            )?;
+            conn.query_row("SELECT id, conversation_id, content_text, type, date_created FROM conversation_reply WHERE id = ?1", [id], reply_from_row)
+        })
+        .await
+    }
+
+    async fn segment_ids(&self, conversation_id: &str) -> StoreResult<Vec<i64>> {
+        let id = conversation_id.to_string();
+        self.call("conversation_segment", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM conversation_segment WHERE conversation_id = ?1 \
+                 UNION SELECT j.conversation_segment_id FROM conversation_segment_conversation_chunk j \
+                 JOIN conversation_chunk c ON c.id = j.conversation_chunk_id \
+                 WHERE c.conversation_id = ?1 AND j.conversation_segment_id IS NOT NULL ORDER BY 1",
+            )?;
+            stmt.query_map([id], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn recent_chunk_metrics(&self, scope: MetricsScope, since: DateTime<Utc>) -> StoreResult<Vec<ChunkMetrics>> {
+        self.call("conversation_chunk", move |conn| {
+            let (column, ids) = match scope {
+                MetricsScope::Projects(ids) => ("v.project_id", ids),
+                MetricsScope::Conversations(ids) => ("ch.conversation_id", ids),
+            };
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let placeholders = vec!["?"; ids.len()].join(", ");
+            let sql = format!(
+                "SELECT ch.conversation_id, v.project_id, ch.timestamp, ch.noise_ratio, ch.cross_talk_instances, ch.silence_ratio \
+                 FROM conversation_chunk ch JOIN conversation v ON v.id = ch.conversation_id \
+                 WHERE ch.timestamp >= ? AND {column} IN ({placeholders}) \
+                 AND ch.noise_ratio IS NOT NULL AND ch.cross_talk_instances IS NOT NULL AND ch.silence_ratio IS NOT NULL \
+                 ORDER BY ch.timestamp DESC, ch.id"
+            );
+            let mut values: Vec<String> = vec![ts(&since)];
+            values.extend(ids);
+            let mut stmt = conn.prepare(&sql)?;
+            stmt.query_map(rusqlite::params_from_iter(values), |r| {
+                let timestamp: String = r.get(2)?;
+                Ok(ChunkMetrics {
+                    conversation_id: r.get(0)?,
+                    project_id: r.get(1)?,
+                    timestamp: parse_ts(Some(timestamp)).unwrap_or_default(),
+                    noise_ratio: r.get(3)?,
+                    cross_talk_instances: r.get::<_, f64>(4)?,
+                    silence_ratio: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn latest_analysis_run(&self, project_id: &str) -> StoreResult<Option<String>> {
+        let id = project_id.to_string();
+        self.call("project_analysis_run", move |conn| {
+            conn.query_row("SELECT id FROM project_analysis_run WHERE project_id = ?1 ORDER BY created_at DESC, id LIMIT 1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn create_report(&self, report: NewReport) -> StoreResult<Report> {
+        self.call("project_report", move |conn| {
+            conn.execute(
+                "INSERT INTO project_report (status, content, project_id, language, date_created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![report.status, report.content, report.project_id, report.language, now()],
+            )?;
+            let id = conn.last_insert_rowid();
+            conn.query_row(
+                "SELECT id, content, project_id, language, status, show_portal_link, date_created FROM project_report WHERE id = ?1",
+                [id],
+                |r| {
+                    let created: String = r.get(6)?;
+                    Ok(Report {
+                        id: r.get(0)?,
+                        content: r.get(1)?,
+                        project_id: r.get(2)?,
+                        language: r.get(3)?,
+                        status: r.get(4)?,
+                        show_portal_link: r.get(5)?,
+                        date_created: parse_ts(Some(created)).unwrap_or_default(),
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn find_notification_participant(&self, email: &str, project_id: &str) -> StoreResult<Option<NotificationParticipant>> {

@@ -96,6 +96,7 @@ pub async fn initiate_conversation(
             participant_user_agent: body.user_agent,
             source: body.source,
             tag_ids,
+            ..Default::default()
         })
         .await?;
     tracing::info!(conversation_id = %conversation.id, project_id = %conversation.project_id, "conversation started");
