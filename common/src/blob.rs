@@ -19,6 +19,10 @@ pub mod post_policy;
 
 pub use post_policy::PresignedPost;
 
+/// Characters a copy source keeps unescaped: keys are `[A-Za-z0-9._/-]` by construction.
+const COPY_SOURCE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'.').remove(b'-').remove(b'_').remove(b'~');
+
 /// Browser playback and downloads.
 pub const PRESIGN_BROWSER: Duration = Duration::from_secs(3600);
 /// How long a presigned POST may be used.
@@ -143,6 +147,63 @@ impl Blob {
             req = req.content_type(ct);
         }
         req.send().await.map(drop).map_err(classify)
+    }
+
+    /// Streams an object into a file (never whole in memory); returns its size.
+    pub async fn download_to(&self, key: &str, path: &std::path::Path) -> Result<u64, BlobError> {
+        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(classify)?;
+        let mut reader = out.body.into_async_read();
+        let mut file = tokio::fs::File::create(path).await.map_err(|e| BlobError::Other(format!("creating {}: {e}", path.display())))?;
+        let size = tokio::io::copy(&mut reader, &mut file).await.map_err(|e| BlobError::Unavailable(format!("reading {key}: {e}")))?;
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| BlobError::Other(e.to_string()))?;
+        Ok(size)
+    }
+
+    /// Uploads a file as one object, streamed from disk.
+    pub async fn upload_file(&self, key: &str, path: &std::path::Path, content_type: &str) -> Result<(), BlobError> {
+        let body = ByteStream::from_path(path).await.map_err(|e| BlobError::Other(format!("reading {}: {e}", path.display())))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+
+    /// Server-side copy within the bucket.
+    pub async fn copy(&self, from_key: &str, to_key: &str) -> Result<(), BlobError> {
+        let source = format!("{}/{}", self.bucket, percent_encoding::utf8_percent_encode(from_key, COPY_SOURCE));
+        self.client.copy_object().bucket(&self.bucket).key(to_key).copy_source(source).send().await.map(drop).map_err(classify)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map(drop).map_err(classify)
+    }
+
+    /// Every key under a prefix (all pages).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            match out.next_continuation_token() {
+                Some(next) if out.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(keys),
+            }
+        }
     }
 
     /// A GET URL for the browser (or a provider), valid for `expires`.

@@ -57,6 +57,27 @@ pub struct AuthSettings {
     pub session_cookie_name: String,
 }
 
+/// One LLM slot: `<SLOT>_MODEL`, `_API_KEY`, `_API_BASE`, `_API_VERSION` (data-model.md §4.6).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmSlot {
+    pub model: Option<String>,
+    pub api_key: Option<String>,
+    pub api_base: Option<String>,
+    pub api_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmSettings {
+    /// get-reply and reports.
+    pub medium: LlmSlot,
+    /// Conversation summaries.
+    pub summary: LlmSlot,
+    /// Chat titles, follow-up detection, auto-select.
+    pub small: LlmSlot,
+    /// Chat answers.
+    pub inference: LlmSlot,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub store: StoreSettings,
@@ -64,6 +85,9 @@ pub struct Settings {
     pub queues: QueueSettings,
     pub api: ApiSettings,
     pub auth: AuthSettings,
+    pub llm: LlmSettings,
+    pub runpod_diarization: bool,
+    pub health_stream_max_seconds: u64,
     pub build_version: String,
     pub debug_mode: bool,
 }
@@ -135,12 +159,30 @@ impl Settings {
             session_cookie_name: var("DIRECTUS_SESSION_COOKIE_NAME").unwrap_or_else(|| "directus_session_token".into()),
         };
 
+        let slot = |prefix: &str| LlmSlot {
+            model: var(&format!("{prefix}_MODEL")),
+            api_key: var(&format!("{prefix}_API_KEY")),
+            api_base: var(&format!("{prefix}_API_BASE")),
+            api_version: var(&format!("{prefix}_API_VERSION")),
+        };
+        let mut summary = slot("SUMMARY_LITELLM");
+        summary.model.get_or_insert_with(|| "anthropic/claude-3-5-sonnet-20240620".into());
+        if summary.api_key.is_none() {
+            summary.api_key = var("ANTHROPIC_API_KEY");
+        }
+        let mut inference = slot("LIGHTRAG_LITELLM_INFERENCE");
+        inference.model.get_or_insert_with(|| "anthropic/claude-3-5-sonnet-20240620".into());
+        let llm = LlmSettings { medium: slot("MEDIUM_LITELLM"), summary, small: slot("SMALL_LITELLM"), inference };
+
         Ok(Settings {
             store,
             s3,
             queues,
             api,
             auth,
+            llm,
+            runpod_diarization: parse_bool(var("ENABLE_RUNPOD_DIARIZATION").as_deref()),
+            health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),
             debug_mode: parse_bool(var("DEBUG_MODE").as_deref()),
         })

@@ -1,15 +1,20 @@
 //! What two or more echo-lambda functions share (see ARCHITECTURE.md).
 
+pub mod audio;
 pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod datetime;
 pub mod error;
 pub mod http;
+pub mod llm;
+pub mod merge;
 pub mod offload;
+pub mod prompts;
 pub mod services;
 pub mod store;
 pub mod tasks;
+pub mod tokens;
 
 pub use error::{ApiError, Dependency};
 pub use offload::offload;

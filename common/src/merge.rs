@@ -1,0 +1,185 @@
+//! The merge routine (processing.md §4.3), shared by `GET /conversations/{id}/content`,
+//! retranscribe and the merge task: one mp3 per distinct chunk set, at a key derived from that
+//! set, so repeats and concurrent merges reuse one object (D41).
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::Services;
+use crate::audio::{self, AudioError};
+use crate::blob::BlobError;
+use crate::store::{Chunk, ChunkOrder, ConversationPatch, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("conversation has no chunks")]
+    NoChunks,
+    #[error("conversation has no audio chunk")]
+    NoContent,
+    /// Shown to the caller as "Failed to merge audio files: {0}".
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl From<MergeError> for crate::ApiError {
+    fn from(err: MergeError) -> Self {
+        match err {
+            MergeError::NoChunks => Self::not_found("Conversation not found"),
+            MergeError::NoContent => Self::not_found("No content found"),
+            MergeError::Failed(reason) => Self::bad_request(format!("Failed to merge audio files: {reason}")),
+            MergeError::Store(e) => e.into(),
+            MergeError::Blob(e) => e.into(),
+        }
+    }
+}
+
+/// The merged object of a chunk set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergedAudio {
+    pub key: String,
+    pub url: String,
+    /// Seconds; -1.0 when the merged file could not be probed (as ECHO).
+    pub duration: f64,
+}
+
+/// First 16 hex characters of SHA-256 over `"{chunk_id}|{path}\n"` of the audio chunks in order.
+pub fn fingerprint(audio_chunks: &[&Chunk]) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in audio_chunks {
+        hasher.update(format!("{}|{}\n", chunk.id, chunk.path.as_deref().unwrap_or_default()));
+    }
+    hex::encode(hasher.finalize())[..16].to_string()
+}
+
+pub fn merged_key(conversation_id: &str, fingerprint: &str) -> String {
+    let safe: String = conversation_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+    format!("audio-conversations/merged-{safe}-{fingerprint}.mp3")
+}
+
+/// Merges the conversation's audio chunks (or reuses the merge of the same set), records
+/// `merged_audio_path` and `duration` on the conversation, and returns the merged object.
+pub async fn merge_conversation(services: &Services, conversation_id: &str) -> Result<MergedAudio, MergeError> {
+    let chunks = services.store.list_chunks(conversation_id, ChunkOrder::OldestFirst).await?;
+    if chunks.is_empty() {
+        return Err(MergeError::NoChunks);
+    }
+    let audio: Vec<&Chunk> = chunks.iter().filter(|c| c.path.as_deref().is_some_and(|p| p.starts_with("http"))).collect();
+    if audio.is_empty() {
+        return Err(MergeError::NoContent);
+    }
+    let key = merged_key(conversation_id, &fingerprint(&audio));
+    let url = services.blob.url_for_key(&key);
+    let blob = &services.blob;
+
+    let dir = TempDir::new().await.map_err(|e| MergeError::Failed(format!("temporary directory: {e}")))?;
+    let merged_file = dir.path().join("merged.mp3");
+    if blob.head(&key).await?.is_some() {
+        tracing::info!(conversation_id, %key, "reusing the merge of this chunk set");
+        blob.download_to(&key, &merged_file).await?;
+    } else {
+        let mut inputs: Vec<PathBuf> = Vec::new();
+        for (i, chunk) in audio.iter().enumerate() {
+            let Some(chunk_key) = chunk.path.as_deref().and_then(|p| blob.key_from_url(p)) else {
+                tracing::warn!(chunk_id = %chunk.id, "skipping a chunk whose path names no object");
+                continue;
+            };
+            let ext = chunk_key.rsplit_once('.').map(|(_, e)| e).filter(|e| e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric()));
+            let file = dir.path().join(format!("{i}.{}", ext.unwrap_or("bin")));
+            match blob.download_to(&chunk_key, &file).await {
+                Ok(_) => {}
+                Err(BlobError::Unavailable(reason)) => return Err(BlobError::Unavailable(reason).into()),
+                Err(err) => {
+                    tracing::warn!(chunk_id = %chunk.id, %err, "skipping a chunk that cannot be downloaded");
+                    continue;
+                }
+            }
+            // Files ffprobe cannot read are left out, as ECHO did.
+            match audio::probe(&file).await {
+                Ok(_) => inputs.push(file),
+                Err(AudioError::ToolMissing(tool)) => return Err(MergeError::Failed(format!("{tool} is not installed"))),
+                Err(err) => tracing::warn!(chunk_id = %chunk.id, %err, "skipping undecodable chunk"),
+            }
+        }
+        if inputs.is_empty() {
+            return Err(MergeError::Failed("no decodable audio".into()));
+        }
+        audio::concat_to_mp3(&inputs, &merged_file).await.map_err(|e| MergeError::Failed(e.to_string()))?;
+        blob.upload_file(&key, &merged_file, "audio/mpeg").await?;
+        tracing::info!(conversation_id, %key, chunks = inputs.len(), "merged audio uploaded");
+    }
+    let duration = audio::duration(&merged_file).await.unwrap_or(-1.0);
+    dir.remove().await;
+    services
+        .store
+        .update_conversation(
+            conversation_id,
+            ConversationPatch { merged_audio_path: Some(url.clone()), duration: Some(duration), ..Default::default() },
+        )
+        .await?;
+    Ok(MergedAudio { key, url, duration })
+}
+
+/// A uniquely named directory under the system temp dir, created and removed off the tokio
+/// workers.
+pub struct TempDir(Option<tempfile::TempDir>);
+
+impl TempDir {
+    pub async fn new() -> std::io::Result<Self> {
+        let dir = crate::offload(tempfile::tempdir).await.map_err(std::io::Error::other)??;
+        Ok(TempDir(Some(dir)))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("present until removed").path()
+    }
+
+    pub async fn remove(mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = crate::offload(move || dir.close()).await;
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // An early return skipped `remove`: clean up without blocking this thread.
+        if let Some(dir) = self.0.take() {
+            tokio::task::spawn_blocking(move || drop(dir));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn chunk(id: &str, path: &str) -> Chunk {
+        Chunk {
+            id: id.into(),
+            conversation_id: "c".into(),
+            created_at: None,
+            timestamp: Utc::now(),
+            path: Some(path.into()),
+            source: None,
+            transcript: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_key_follows_the_chunk_set() {
+        let (a, b) = (chunk("a", "http://s3/x/a.webm"), chunk("b", "http://s3/x/b.webm"));
+        let one = fingerprint(&[&a, &b]);
+        assert_eq!(one.len(), 16);
+        assert_eq!(one, fingerprint(&[&a, &b]));
+        assert_ne!(one, fingerprint(&[&b, &a]), "order matters");
+        assert_ne!(one, fingerprint(&[&a]));
+        assert_eq!(merged_key("4c5d-../x", "0123456789abcdef"), "audio-conversations/merged-4c5d-x-0123456789abcdef.mp3");
+    }
+}
