@@ -161,6 +161,48 @@ pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
     lambda_http::run_concurrent(handler).await
 }
 
+/// For functions with streaming routes: every response of the function streams (API Gateway
+/// invokes it with InvokeWithResponseStream), for up to 15 minutes.
+pub async fn run_lambda_streaming(router: Router) -> Result<(), lambda_http::Error> {
+    lambda_http::run_with_streaming_response_concurrent(router).await
+}
+
+/// Query parameters with FastAPI's rules: booleans accept true/false/1/0/yes/no/on/off.
+pub struct QueryParams(pub std::collections::HashMap<String, String>);
+
+impl QueryParams {
+    pub fn bool(&self, name: &str, default: bool) -> Result<bool, ApiError> {
+        let Some(raw) = self.0.get(name) else { return Ok(default) };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(ApiError::invalid(
+                vec![json!("query"), json!(name)],
+                "bool_parsing",
+                "Input should be a valid boolean, unable to interpret input",
+            )),
+        }
+    }
+
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.str(name).ok_or_else(|| ApiError::invalid(vec![json!("query"), json!(name)], "missing", "Field required"))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        Ok(QueryParams(pairs))
+    }
+}
+
 /// Logs as JSON in Lambda (`AWS_LAMBDA_LOG_FORMAT=JSON`) and as text elsewhere; the level comes
 /// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
 pub fn init_tracing() {

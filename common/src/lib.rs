@@ -1,5 +1,6 @@
 //! What two or more echo-lambda functions share (see ARCHITECTURE.md).
 
+pub mod access;
 pub mod audio;
 pub mod auth;
 pub mod blob;
@@ -13,6 +14,7 @@ pub mod offload;
 pub mod prompts;
 pub mod services;
 pub mod store;
+pub mod summary;
 pub mod tasks;
 pub mod tokens;
 

@@ -1,0 +1,205 @@
+//! `GET /api/conversations/health/stream` (spec/api.md §2.3.3, processing.md §8.2): Server-Sent
+//! Events with a ping and the conversations' audio health, until the client leaves or the
+//! stream's time is up (EventSource reconnects by itself, D58).
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use chrono::Utc;
+use common::ApiError;
+use common::http::QueryParams;
+use common::store::{ChunkMetrics, MetricsScope};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::AppState;
+
+const INTERVAL: Duration = Duration::from_secs(45);
+const MAX_IDS: usize = 20;
+const WINDOW_MINUTES: i64 = 5;
+
+fn ids(query: &QueryParams, name: &str) -> Vec<String> {
+    query.str(name).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+fn event(name: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+pub async fn stream(State(state): State<AppState>, query: QueryParams) -> Result<Response, ApiError> {
+    let conversation_ids = ids(&query, "conversation_ids");
+    let project_ids = ids(&query, "project_ids");
+    if conversation_ids.is_empty() && project_ids.is_empty() {
+        return Err(ApiError::bad_request("At least one of conversation_ids or project_ids must be provided"));
+    }
+    let n = conversation_ids.len() + project_ids.len();
+    if n > MAX_IDS {
+        return Err(ApiError::bad_request(format!("Too many IDs provided ({n}). Maximum allowed is {MAX_IDS}.")));
+    }
+    let single = conversation_ids.len() == 1 && project_ids.is_empty();
+    let deadline = Instant::now() + Duration::from_secs(state.settings.health_stream_max_seconds);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut last_sent: Option<Value> = None;
+        let mut counter: u64 = 0;
+        while Instant::now() < deadline {
+            if tx.send(event("ping", &counter.to_string())).await.is_err() {
+                return;
+            }
+            counter += 1;
+            let payload = match health(&state, &conversation_ids, &project_ids).await {
+                Ok(full) if single => json!({"conversation_issue": full["projects"].as_object().and_then(|projects| {
+                    projects.values().find_map(|p| p["conversations"][&conversation_ids[0]].get("conversation_issue").cloned())
+                })}),
+                Ok(full) => full,
+                Err(err) => {
+                    tracing::error!(%err, "health computation failed");
+                    let data = json!({"error": "Internal server error", "timestamp": Utc::now().timestamp_millis() as f64 / 1000.0});
+                    let _ = tx.send(event("error", &data.to_string())).await;
+                    return;
+                }
+            };
+            if last_sent.as_ref() != Some(&payload) {
+                if tx.send(event("health_update", &payload.to_string())).await.is_err() {
+                    return;
+                }
+                last_sent = Some(payload);
+            }
+            let wait = INTERVAL.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let mut res = Response::new(Body::from_stream(stream));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+async fn health(state: &AppState, conversation_ids: &[String], project_ids: &[String]) -> Result<Value, common::store::StoreError> {
+    if !state.settings.runpod_diarization {
+        return Ok(json!({}));
+    }
+    let since = Utc::now() - chrono::Duration::minutes(WINDOW_MINUTES);
+    let mut rows = Vec::new();
+    if !project_ids.is_empty() {
+        rows.extend(state.store.recent_chunk_metrics(MetricsScope::Projects(project_ids.to_vec()), since).await?);
+    }
+    if !conversation_ids.is_empty() {
+        let recent = state.store.recent_chunk_metrics(MetricsScope::Conversations(conversation_ids.to_vec()), since).await?;
+        // Only the newest two chunks of each conversation (rows come newest first).
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        rows.extend(recent.into_iter().filter(|r| {
+            let n = seen.entry(r.conversation_id.clone()).or_default();
+            *n += 1;
+            *n <= 2
+        }));
+    }
+    Ok(summarize_health(&rows))
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+fn issue(noise: f64, cross_talk: f64, silence: f64) -> &'static str {
+    if cross_talk > 1.0 {
+        "HIGH_CROSSTALK"
+    } else if noise > 0.5 {
+        "HIGH_NOISE"
+    } else if silence > 0.8 {
+        "HIGH_SILENCE"
+    } else {
+        "NONE"
+    }
+}
+
+/// Per conversation the metric means and an issue; per project and globally, means of means.
+fn summarize_health(rows: &[ChunkMetrics]) -> Value {
+    if rows.is_empty() {
+        return json!({});
+    }
+    let mut projects: BTreeMap<&str, BTreeMap<&str, Vec<&ChunkMetrics>>> = BTreeMap::new();
+    for row in rows {
+        projects.entry(&row.project_id).or_default().entry(&row.conversation_id).or_default().push(row);
+    }
+    let mut project_values = serde_json::Map::new();
+    let mut project_means = Vec::new();
+    for (pid, conversations) in projects {
+        let mut conversation_values = serde_json::Map::new();
+        let mut means = Vec::new();
+        for (cid, chunks) in conversations {
+            let noise = mean(chunks.iter().map(|c| c.noise_ratio));
+            let cross = mean(chunks.iter().map(|c| c.cross_talk_instances));
+            let silence = mean(chunks.iter().map(|c| c.silence_ratio));
+            means.push((noise, cross, silence));
+            conversation_values.insert(
+                cid.to_string(),
+                json!({
+                    "conversation_noise_ratio": noise,
+                    "conversation_cross_talk_instances": cross,
+                    "conversation_silence_ratio": silence,
+                    "conversation_issue": issue(noise, cross, silence),
+                }),
+            );
+        }
+        let p = (mean(means.iter().map(|m| m.0)), mean(means.iter().map(|m| m.1)), mean(means.iter().map(|m| m.2)));
+        project_means.push(p);
+        project_values.insert(
+            pid.to_string(),
+            json!({
+                "project_noise_ratio": p.0,
+                "project_cross_talk_instances": p.1,
+                "project_silence_ratio": p.2,
+                "conversations": conversation_values,
+            }),
+        );
+    }
+    json!({
+        "global_noise_ratio": mean(project_means.iter().map(|m| m.0)),
+        "global_cross_talk_instances": mean(project_means.iter().map(|m| m.1)),
+        "global_silence_ratio": mean(project_means.iter().map(|m| m.2)),
+        "projects": project_values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(p: &str, c: &str, noise: f64, cross: f64, silence: f64) -> ChunkMetrics {
+        ChunkMetrics {
+            conversation_id: c.into(),
+            project_id: p.into(),
+            timestamp: Utc::now(),
+            noise_ratio: noise,
+            cross_talk_instances: cross,
+            silence_ratio: silence,
+        }
+    }
+
+    #[test]
+    fn issues_and_means() {
+        assert_eq!(summarize_health(&[]), json!({}));
+        let h = summarize_health(&[row("p", "a", 0.6, 0.0, 0.0), row("p", "a", 0.6, 0.0, 0.0), row("p", "b", 0.0, 2.0, 0.0)]);
+        assert_eq!(h["projects"]["p"]["conversations"]["a"]["conversation_issue"], "HIGH_NOISE");
+        assert_eq!(h["projects"]["p"]["conversations"]["b"]["conversation_issue"], "HIGH_CROSSTALK");
+        assert_eq!(h["projects"]["p"]["project_noise_ratio"], 0.3);
+        assert_eq!(h["global_cross_talk_instances"], 1.0);
+        assert_eq!(issue(0.1, 0.1, 0.9), "HIGH_SILENCE");
+        assert_eq!(issue(0.1, 0.1, 0.1), "NONE");
+    }
+}

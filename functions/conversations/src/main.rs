@@ -1,0 +1,19 @@
+use std::sync::Arc;
+
+use common::config::Settings;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    common::http::init_tracing();
+    let settings = Settings::from_env()?;
+    settings.require(&[
+        "DIRECTUS_TOKEN",
+        "DIRECTUS_SECRET",
+        "STORAGE_S3_BUCKET",
+        "STORAGE_S3_ENDPOINT",
+        "AUDIO_QUEUE_URL",
+        "NETWORK_QUEUE_URL",
+    ])?;
+    let state = conversations::AppState::new(common::Services::connect(Arc::new(settings)).await?);
+    common::http::run_lambda_streaming(conversations::router(state)).await
+}

@@ -1,0 +1,214 @@
+//! The dashboard's conversation endpoints: JWT + ownership on every one.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use common::access::{CONVERSATION_NOT_FOUND, is_uuid, owned_conversation};
+use common::auth::Session;
+use common::blob::PRESIGN_BROWSER;
+use common::http::{JsonBody, QueryParams};
+use common::store::{ChunkOrder, NewChunk, NewConversation};
+use common::tasks::Task;
+use common::{ApiError, merge, summary};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+const TOKEN_COUNT_TTL: Duration = Duration::from_secs(500);
+/// Artifacts of a deleted conversation are removed after this, once its row is surely gone (D40).
+const DELETE_ARTIFACTS_DELAY: Duration = Duration::from_secs(60);
+
+pub async fn counts(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
+    let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    let c = state.store.chunk_counts(&conversation.id).await?;
+    let processed = c.error + c.ok;
+    Ok(Json(json!({
+        "total": c.total,
+        "processed": processed,
+        "error": c.error,
+        "pending": c.total.saturating_sub(processed),
+        "ok": c.ok,
+    })))
+}
+
+/// The presign-or-redirect rule: a 307 to a presigned GET, or the URL as a JSON string.
+async fn presign_or_redirect(state: &AppState, url: &str, return_url: bool, signed: bool) -> ApiResult<Response> {
+    if return_url && !signed {
+        return Ok(Json(url).into_response());
+    }
+    let key = state.blob.key_from_url(url).ok_or_else(|| ApiError::bad_request("File is not valid (URL type not implemented)"))?;
+    let presigned = state.blob.presigned_get(&key, PRESIGN_BROWSER).await?;
+    if return_url {
+        return Ok(Json(presigned).into_response());
+    }
+    Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, presigned)]).into_response())
+}
+
+pub async fn content(State(state): State<AppState>, session: Session, Path(cid): Path<String>, query: QueryParams) -> ApiResult<Response> {
+    let force_merge = query.bool("force_merge", false)?;
+    let return_url = query.bool("return_url", false)?;
+    let signed = query.bool("signed", true)?;
+    let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    if state.store.chunk_counts(&conversation.id).await?.total == 0 {
+        return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
+    }
+    let url = match conversation.merged_audio_path.filter(|p| p.starts_with("http")) {
+        Some(existing) if !force_merge => existing,
+        _ => merge::merge_conversation(&state.services, &conversation.id).await?.url,
+    };
+    presign_or_redirect(&state, &url, return_url, signed).await
+}
+
+pub async fn chunk_content(
+    State(state): State<AppState>,
+    session: Session,
+    Path((cid, chunk_id)): Path<(String, String)>,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    let return_url = query.bool("return_url", false)?;
+    let signed = query.bool("signed", true)?;
+    let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    let chunk = if is_uuid(&chunk_id) { state.store.get_chunk(&chunk_id).await? } else { None };
+    let chunk = chunk.filter(|c| c.conversation_id == conversation.id).ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
+    let path = chunk.path.ok_or_else(|| ApiError::not_found("No content found"))?;
+    if !path.starts_with("http") {
+        return Err(ApiError::bad_request("File is not valid (URL type not implemented)"));
+    }
+    presign_or_redirect(&state, &path, return_url, signed).await
+}
+
+pub async fn transcript(
+    State(state): State<AppState>,
+    session: Session,
+    Path(cid): Path<String>,
+    query: QueryParams,
+) -> ApiResult<Json<String>> {
+    query.bool("include_project_data", false)?;
+    let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    Ok(Json(summary::transcript(state.store.as_ref(), &conversation.id).await?))
+}
+
+pub async fn token_count(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<usize>> {
+    let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    let cached = state.token_counts.lock().unwrap_or_else(|p| p.into_inner()).get(&conversation.id).copied();
+    if let Some((count, at)) = cached
+        && at.elapsed() < TOKEN_COUNT_TTL
+    {
+        return Ok(Json(count));
+    }
+    let text = summary::transcript(state.store.as_ref(), &conversation.id).await?;
+    let count = if text.is_empty() { 0 } else { common::tokens::count(text).await? };
+    let mut cache = state.token_counts.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|_, (_, at)| at.elapsed() < TOKEN_COUNT_TTL);
+    cache.insert(conversation.id, (count, Instant::now()));
+    Ok(Json(count))
+}
+
+pub async fn summarize(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
+    let (conversation, project) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    let language = project.language.unwrap_or_else(|| "en".into());
+    match summary::summarize(&state.services, &state.llm, &conversation.id, &language).await? {
+        None => Ok(Json(json!({"status": "success", "message": "Transcript is empty, so no summary was generated"}))),
+        Some(text) => Ok(Json(json!({"status": "success", "message": "Summary generated", "summary": text}))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetranscribeBody {
+    new_conversation_name: String,
+    #[serde(default)]
+    use_pii_redaction: Option<bool>,
+}
+
+pub async fn retranscribe(
+    State(state): State<AppState>,
+    session: Session,
+    Path(cid): Path<String>,
+    JsonBody(body): JsonBody<RetranscribeBody>,
+) -> ApiResult<Json<Value>> {
+    let (original, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    let merged = merge::merge_conversation(&state.services, &original.id).await?;
+    let duration = (merged.duration >= 0.0).then_some(merged.duration);
+
+    // The new conversation owns a copy of the audio, so deleting either never breaks the other (D40).
+    let new_id = Uuid::new_v4().to_string();
+    let fingerprint = merged.key.rsplit_once('-').map(|(_, f)| f.trim_end_matches(".mp3")).unwrap_or_default();
+    let copy_key = merge::merged_key(&new_id, fingerprint);
+    state.blob.copy(&merged.key, &copy_key).await?;
+    let copy_url = state.blob.url_for_key(&copy_key);
+    let name = if body.new_conversation_name.is_empty() {
+        format!("{} (retranscribed)", original.participant_name.clone().unwrap_or_default())
+    } else {
+        body.new_conversation_name
+    };
+    state
+        .store
+        .create_conversation(NewConversation {
+            id: new_id.clone(),
+            project_id: original.project_id.clone(),
+            participant_name: Some(name),
+            participant_email: original.participant_email.clone(),
+            participant_user_agent: original.participant_user_agent.clone(),
+            source: Some("CLONE".into()),
+            duration,
+            merged_audio_path: Some(copy_url.clone()),
+            ..Default::default()
+        })
+        .await?;
+    if let Err(err) = state.store.create_conversation_link(&original.id, &new_id, "CLONE").await {
+        tracing::warn!(%err, "linking the retranscribed conversation failed");
+    }
+
+    let chunk_id = Uuid::new_v4().to_string();
+    let queued = async {
+        state
+            .store
+            .create_chunk(NewChunk {
+                id: chunk_id.clone(),
+                conversation_id: new_id.clone(),
+                timestamp: Utc::now(),
+                path: Some(copy_url),
+                source: Some("CLONE".into()),
+                transcript: None,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let task =
+            Task::ProcessConversationChunk { chunk_id: chunk_id.clone(), use_pii_redaction: body.use_pii_redaction.unwrap_or(false) };
+        state.tasks.publish(task, Duration::ZERO).await.map_err(|e| e.to_string())
+    };
+    if let Err(reason) = queued.await {
+        let _ = state.store.delete_conversation(&new_id).await;
+        let _ = state.blob.delete(&copy_key).await;
+        return Err(ApiError::internal_with(format!("Failed to process audio: {reason}"), &reason));
+    }
+    tracing::info!(conversation_id = %original.id, new_conversation_id = %new_id, "retranscription queued");
+    Ok(Json(json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": new_id})))
+}
+
+pub async fn delete_conversation(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
+    let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
+    let segment_ids = state.store.segment_ids(&conversation.id).await?;
+    // Queued first: if the queue is down nothing is deleted (D40).
+    let task = Task::DeleteConversationArtifacts { conversation_id: conversation.id.clone(), segment_ids };
+    state.tasks.publish(task, DELETE_ARTIFACTS_DELAY).await?;
+    state.store.delete_conversation(&conversation.id).await.map_err(|e| match e {
+        common::store::StoreError::Unavailable { .. } => ApiError::from(e),
+        other => ApiError::internal_with(format!("Failed to delete conversation: {other}"), &other),
+    })?;
+    tracing::info!(conversation_id = %conversation.id, "conversation deleted");
+    Ok(Json(json!({"status": "success", "message": "Conversation deleted successfully"})))
+}
+
+/// Used by get-reply and health: chunks of a conversation in recording order.
+pub(crate) async fn chunks_oldest_first(state: &AppState, cid: &str) -> Result<Vec<common::store::Chunk>, ApiError> {
+    Ok(state.store.list_chunks(cid, ChunkOrder::OldestFirst).await?)
+}
