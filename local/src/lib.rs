@@ -92,9 +92,11 @@ impl Drop for Local {
 }
 
 /// The API: every function's routes on one router.
-pub fn api_router(state: participant::AppState) -> Router {
-    let settings = state.settings.clone();
-    common::http::api_app(participant::routes(state), &settings)
+pub fn api_router(services: common::Services) -> Router {
+    let settings = services.settings.clone();
+    let routes = participant::routes(participant::AppState::new(services.clone()))
+        .merge(conversations::routes(conversations::AppState::new(services)));
+    common::http::api_app(routes, &settings)
 }
 
 pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
@@ -149,11 +151,11 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     let blob = Blob::connect(&settings.s3).await?;
     let queue = InProcessQueue::new();
     let services = common::Services { store: store.clone(), blob, tasks: Arc::new(queue.clone()), settings: settings.clone() };
-    let state = participant::AppState::new(services);
+    let state = participant::AppState::new(services.clone());
 
     let listener = TcpListener::bind(options.api_addr).await.with_context(|| format!("binding the API to {}", options.api_addr))?;
     let api_addr = listener.local_addr()?;
-    let app = api_router(state.clone());
+    let app = api_router(services);
     tasks.push(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(%err, "API server stopped");

@@ -28,7 +28,8 @@ impl TestApp {
         let mut options = LocalOptions::for_tests(dir.path());
         adjust(&mut options);
         let local = local::start(options).await.expect("echo-local starts");
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).redirect(reqwest::redirect::Policy::none()).build().unwrap();
         TestApp { local, client, dir }
     }
 
@@ -117,4 +118,179 @@ pub fn shared_data() -> PathBuf {
 pub fn fixture_audio(name: &str) -> Vec<u8> {
     let path = shared_data().join("audio").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading fixture {}: {e}", path.display()))
+}
+
+pub const JWT_SECRET: &str = "test-directus-secret";
+pub const OWNER: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+
+/// A Directus-style session token for `user_id`.
+pub fn token(user_id: &str, admin: bool) -> String {
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    common::auth::sign(&json!({"id": user_id, "admin_access": admin, "app_access": true, "exp": exp, "iss": "directus"}), JWT_SECRET)
+}
+
+/// How the fake chat-completions server answers.
+#[derive(Clone, Debug)]
+pub enum LlmBehaviour {
+    /// Answers with this text (streamed in pieces of a few characters when asked to stream).
+    Reply(String),
+    /// Answers with an HTTP status and body.
+    Status(u16, String),
+    /// Waits this long before answering.
+    Hang(Duration),
+}
+
+/// A local server speaking the OpenAI chat-completions wire protocol, recording every request.
+pub struct FakeLlm {
+    pub url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    pub behaviour: std::sync::Arc<std::sync::Mutex<LlmBehaviour>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeLlm {
+    pub async fn start(behaviour: LlmBehaviour) -> Self {
+        use axum::response::IntoResponse;
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let behaviour = std::sync::Arc::new(std::sync::Mutex::new(behaviour));
+        let (r, b) = (requests.clone(), behaviour.clone());
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move |body: axum::Json<Value>| {
+                let (r, b) = (r.clone(), b.clone());
+                async move {
+                    r.lock().unwrap().push(body.0.clone());
+                    let behaviour = b.lock().unwrap().clone();
+                    let stream = body.0["stream"] == json!(true);
+                    match behaviour {
+                        LlmBehaviour::Hang(d) => {
+                            tokio::time::sleep(d).await;
+                            (axum::http::StatusCode::OK, "{}").into_response()
+                        }
+                        LlmBehaviour::Status(code, text) => (axum::http::StatusCode::from_u16(code).unwrap(), text).into_response(),
+                        LlmBehaviour::Reply(text) if stream => {
+                            let mut sse = String::new();
+                            let chars: Vec<char> = text.chars().collect();
+                            for piece in chars.chunks(3) {
+                                let delta: String = piece.iter().collect();
+                                sse.push_str(&format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": delta}}]})));
+                            }
+                            sse.push_str(&format!(
+                                "data: {}\n\n",
+                                json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                            ));
+                            sse.push_str("data: [DONE]\n\n");
+                            ([("content-type", "text/event-stream")], sse).into_response()
+                        }
+                        LlmBehaviour::Reply(text) => axum::Json(json!({
+                            "id": "chatcmpl-test",
+                            "object": "chat.completion",
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]
+                        }))
+                        .into_response(),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeLlm { url, requests, behaviour, _task: task }
+    }
+
+    pub fn set(&self, behaviour: LlmBehaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn slot(&self) -> common::config::LlmSlot {
+        common::config::LlmSlot {
+            model: Some("openai/gpt-test".into()),
+            api_key: Some("sk-test".into()),
+            api_base: Some(self.url.clone()),
+            api_version: None,
+        }
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+impl TestApp {
+    /// echo-local with JWT checks and every LLM slot pointed at `llm`.
+    pub async fn start_dashboard(llm: Option<&FakeLlm>) -> Self {
+        let slot = llm.map(FakeLlm::slot);
+        Self::start_with(move |o| {
+            o.settings.auth.directus_secret = Some(JWT_SECRET.into());
+            if let Some(slot) = slot {
+                o.settings.llm.medium = slot.clone();
+                o.settings.llm.summary = slot.clone();
+                o.settings.llm.small = slot.clone();
+                o.settings.llm.inference = slot;
+            }
+        })
+        .await
+    }
+
+    /// A project owned by `owner` with one conversation; returns (project id, conversation id).
+    pub async fn owned_conversation(&self, owner: &str) -> (String, String) {
+        let project = uuid::Uuid::new_v4().to_string();
+        self.local
+            .store
+            .create_project(common::store::NewProject {
+                id: project.clone(),
+                directus_user_id: Some(owner.into()),
+                name: Some("Owned project".into()),
+                language: Some("en".into()),
+                is_conversation_allowed: true,
+                is_get_reply_enabled: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let conversation = uuid::Uuid::new_v4().to_string();
+        self.local
+            .store
+            .create_conversation(common::store::NewConversation {
+                id: conversation.clone(),
+                project_id: project.clone(),
+                participant_name: Some("Ada".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (project, conversation)
+    }
+
+    /// A text chunk at `second` past a fixed minute.
+    pub async fn text_chunk(&self, conversation: &str, second: u32, text: &str) -> String {
+        use chrono::TimeZone;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.local
+            .store
+            .create_chunk(common::store::NewChunk {
+                id: id.clone(),
+                conversation_id: conversation.into(),
+                timestamp: chrono::Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, second).unwrap(),
+                path: None,
+                source: Some("PORTAL_TEXT".into()),
+                transcript: Some(text.into()),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.unwrap()).await
+    }
 }
