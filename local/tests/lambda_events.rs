@@ -1,5 +1,5 @@
-//! Every file in events/ goes through lambda_http's event parsing into the participant
-//! function's router, as the Lambda runtime hands it over: an event that no longer parses, or a
+//! Every file in events/ goes through lambda_http's event parsing into its function's
+//! router, as the Lambda runtime hands it over: an event that no longer parses, or a
 //! route that no longer answers it, fails here.
 
 mod support;
@@ -20,17 +20,24 @@ fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
-async fn invoke(app: &TestApp, file: &str) -> (u16, Value) {
+fn event_request(file: &str) -> lambda_http::Request {
     let path = events_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let request = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file} does not parse as an API Gateway event: {e}"));
-    let router = participant::router(app.local.state.clone());
-    let response = router.oneshot(request).await.unwrap();
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file} does not parse as an API Gateway event: {e}"))
+}
+
+/// Feeds an event to a function's router; the status and the JSON body (None when not JSON).
+async fn invoke_on(router: axum::Router, file: &str) -> (u16, Option<Value>) {
+    let response = router.oneshot(event_request(file)).await.unwrap();
     let status = response.status().as_u16();
     assert!(response.headers().contains_key("x-process-time"), "{file}");
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{file}: not JSON: {}", String::from_utf8_lossy(&bytes)));
-    (status, body)
+    (status, serde_json::from_slice(&bytes).ok())
+}
+
+async fn invoke(app: &TestApp, file: &str) -> (u16, Value) {
+    let (status, body) = invoke_on(participant::router(app.local.state.clone()), file).await;
+    (status, body.unwrap_or_else(|| panic!("{file}: not JSON")))
 }
 
 #[tokio::test]
@@ -91,7 +98,7 @@ async fn every_participant_event_reaches_its_route() {
 #[tokio::test]
 async fn every_event_file_is_covered() {
     let mut files = Vec::new();
-    for dir in [events_dir(), events_dir().join("participant")] {
+    for dir in [events_dir(), events_dir().join("participant"), events_dir().join("conversations"), events_dir().join("projects")] {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -104,4 +111,103 @@ async fn every_event_file_is_covered() {
     for file in files {
         assert!(source.contains(&format!("\"{file}\"")), "events/{file} is not exercised by this test");
     }
+}
+
+/// The dashboard events carry a token signed with this secret for this user (events/README.md).
+const EVENTS_SECRET: &str = "events-directus-secret";
+const EVENTS_OWNER: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+
+async fn dashboard_app(llm: &FakeLlm) -> TestApp {
+    let slot = llm.slot();
+    let app = TestApp::start_with(move |o| {
+        o.settings.auth.directus_secret = Some(EVENTS_SECRET.into());
+        o.settings.llm.medium = slot.clone();
+        o.settings.llm.summary = slot;
+    })
+    .await;
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    db.execute("UPDATE project SET directus_user_id = ?1 WHERE id = ?2", [EVENTS_OWNER, PROJECT]).unwrap();
+    app.local
+        .store
+        .create_conversation(NewConversation {
+            id: CONVERSATION.into(),
+            project_id: PROJECT.into(),
+            participant_name: Some("Ada".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The chunk the events name: real audio, made with ffmpeg.
+    let dir = tempfile::tempdir().unwrap();
+    let tone = dir.path().join("tone.mp3");
+    common::audio::generate_tone(&tone, 2.0, 440, &["-c:a", "libmp3lame"]).await.expect("ffmpeg is needed: apt-get install ffmpeg");
+    let key = format!("conversation/{CONVERSATION}/chunks/{CHUNK}-tone.mp3");
+    app.local.state.blob.put(&key, std::fs::read(&tone).unwrap().into(), Some("audio/mpeg")).await.unwrap();
+    app.local
+        .store
+        .create_chunk(common::store::NewChunk {
+            id: CHUNK.into(),
+            conversation_id: CONVERSATION.into(),
+            timestamp: chrono::Utc::now(),
+            path: Some(app.local.state.blob.url_for_key(&key)),
+            source: Some("PORTAL_AUDIO".into()),
+            transcript: Some("We talked about the park.".into()),
+        })
+        .await
+        .unwrap();
+    app
+}
+
+#[tokio::test]
+async fn every_projects_event_reaches_its_route() {
+    let llm = FakeLlm::start(LlmBehaviour::Reply("<article># Report</article>".into())).await;
+    let app = dashboard_app(&llm).await;
+    let router = || projects::router(projects::AppState::new(app.local.state.services.clone()));
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    db.execute("INSERT INTO project_analysis_run (id, project_id, created_at) VALUES ('run-1', ?1, '2025-10-16T12:00:00.000Z')", [PROJECT])
+        .unwrap();
+    for (file, expected) in [
+        ("projects/create-project.json", 200),
+        ("projects/create-project-trailing-slash.json", 307),
+        ("projects/transcripts.json", 200),
+        ("projects/create-library.json", 202),
+        ("projects/create-view.json", 202),
+        ("projects/create-report.json", 200),
+        ("projects/clone.json", 200),
+    ] {
+        let (status, body) = invoke_on(router(), file).await;
+        assert_eq!(status, expected, "{file}: {body:?}");
+    }
+    let (_, report) = invoke_on(router(), "projects/create-report.json").await;
+    assert_eq!(report.unwrap()["content"], "# Report");
+}
+
+#[tokio::test]
+async fn every_conversations_event_reaches_its_route() {
+    let llm = FakeLlm::start(LlmBehaviour::Reply("<response>Nice park.</response>".into())).await;
+    let app = dashboard_app(&llm).await;
+    let router = || conversations::router(conversations::AppState::new(app.local.state.services.clone()));
+    for (file, expected) in [
+        ("conversations/counts.json", 200),
+        ("conversations/content.json", 200),
+        ("conversations/chunk-content.json", 200),
+        ("conversations/transcript.json", 200),
+        ("conversations/token-count.json", 200),
+        ("conversations/get-reply.json", 200),
+        ("conversations/summarize.json", 200),
+        ("conversations/retranscribe.json", 200),
+    ] {
+        let (status, body) = invoke_on(router(), file).await;
+        assert_eq!(status, expected, "{file}: {body:?}");
+    }
+    assert_eq!(app.local.store.list_replies(CONVERSATION, 10).await.unwrap()[0].content_text.as_deref(), Some("Nice park."));
+    // The health stream never ends by itself: read its first event only.
+    let response = router().oneshot(event_request("conversations/health-stream.json")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "event: ping\ndata: 0\n\n");
+    let (status, _) = invoke_on(router(), "conversations/delete-conversation.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(app.local.store.get_conversation(CONVERSATION).await.unwrap(), None);
 }
