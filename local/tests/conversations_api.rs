@@ -429,6 +429,27 @@ async fn delete_queues_the_artifacts_then_deletes() {
     let owner = token(OWNER, false);
     let (_, cid) = app.owned_conversation(OWNER).await;
     app.text_chunk(&cid, 0, "bye").await;
+    audio_chunk(&app, &cid, 5, "mp3.mp3").await;
+    app.call(Method::GET, &format!("/api/conversations/{cid}/content?return_url=true"), Some(&owner), None).await;
+    let (_, keep) = app.owned_conversation(OWNER).await;
+    audio_chunk(&app, &keep, 0, "mp3.mp3").await;
+    let services = app.local.state.services.clone();
+    assert_eq!(
+        common::cleanup::delete_conversation_artifacts(&services, None, &cid, &[]).await.unwrap(),
+        common::cleanup::Cleanup::StillReferenced,
+        "nothing is removed while the conversation exists"
+    );
+    let objects_of = |id: String| {
+        let services = services.clone();
+        async move {
+            let mut n = 0;
+            for prefix in common::cleanup::conversation_prefixes(&id) {
+                n += services.blob.list(&prefix).await.unwrap().len();
+            }
+            n
+        }
+    };
+    assert_eq!(objects_of(cid.clone()).await, 2, "the chunk and the merged audio");
     assert_eq!(
         app.call(Method::DELETE, &format!("/api/conversations/{cid}"), Some(&owner), None).await,
         (200, json!({"status": "success", "message": "Conversation deleted successfully"}))
@@ -441,6 +462,12 @@ async fn delete_queues_the_artifacts_then_deletes() {
     assert_eq!(msg["task"], "task_delete_conversation_artifacts");
     assert_eq!(msg["args"], json!({"conversation_id": cid, "segment_ids": []}));
     assert_eq!(app.call(Method::DELETE, &format!("/api/conversations/{cid}"), Some(&owner), None).await.0, 404);
+
+    // What the deletion task then does: every object under the conversation's prefixes, only.
+    let done = common::cleanup::delete_conversation_artifacts(&services, None, &cid, &[]).await.unwrap();
+    assert_eq!(done, common::cleanup::Cleanup::Done { objects: 2 });
+    assert_eq!(objects_of(cid.clone()).await, 0);
+    assert_eq!(objects_of(keep).await, 1, "another conversation's audio stays");
 }
 
 #[tokio::test]

@@ -356,6 +356,14 @@ async fn deleting_a_chunk_schedules_its_objects_then_removes_the_row() {
     assert_eq!(msg["args"]["prefixes"], json!([format!("conversation/{cid}/chunks/{chunk_id}-")]));
     assert_eq!(msg["args"]["chunk_id"], chunk_id);
     assert_eq!(app.delete(&path).await, (404, json!({"detail": "Chunk not found"})));
+
+    // What the deletion task then does with those arguments.
+    let keys: Vec<String> = serde_json::from_value(msg["args"]["keys"].clone()).unwrap();
+    let prefixes: Vec<String> = serde_json::from_value(msg["args"]["prefixes"].clone()).unwrap();
+    let services = app.local.state.services.clone();
+    let done = common::cleanup::delete_storage_objects(&services, &keys, &prefixes, Some(chunk_id)).await.unwrap();
+    assert_eq!(done, common::cleanup::Cleanup::Done { objects: 1 });
+    assert_eq!(app.local.state.blob.head(&key).await.unwrap(), None);
 }
 
 #[tokio::test]

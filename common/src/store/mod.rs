@@ -274,6 +274,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_reply(&self, conversation_id: &str, content_text: &str, kind: &str) -> StoreResult<Reply>;
     /// Segment ids of a conversation through both pipelines (processing.md §9.2).
     async fn segment_ids(&self, conversation_id: &str) -> StoreResult<Vec<i64>>;
+    /// Deletes a `conversation_segment`; already gone is fine.
+    async fn delete_segment(&self, id: i64) -> StoreResult<()>;
     /// Chunks recorded since `since` with every diarization metric set, newest first.
     async fn recent_chunk_metrics(&self, scope: MetricsScope, since: DateTime<Utc>) -> StoreResult<Vec<ChunkMetrics>>;
 

@@ -538,6 +538,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_segment(&self, id: i64) -> StoreResult<()> {
+        self.call("conversation_segment", move |conn| conn.execute("DELETE FROM conversation_segment WHERE id = ?1", [id]).map(drop)).await
+    }
+
     async fn recent_chunk_metrics(&self, scope: MetricsScope, since: DateTime<Utc>) -> StoreResult<Vec<ChunkMetrics>> {
         self.call("conversation_chunk", move |conn| {
             let (column, ids) = match scope {
