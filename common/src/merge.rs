@@ -82,35 +82,27 @@ pub async fn merge_conversation(services: &Services, conversation_id: &str) -> R
         tracing::info!(conversation_id, %key, "reusing the merge of this chunk set");
         blob.download_to(&key, &merged_file).await?;
     } else {
-        let mut inputs: Vec<PathBuf> = Vec::new();
-        for (i, chunk) in audio.iter().enumerate() {
-            let Some(chunk_key) = chunk.path.as_deref().and_then(|p| blob.key_from_url(p)) else {
-                tracing::warn!(chunk_id = %chunk.id, "skipping a chunk whose path names no object");
-                continue;
-            };
-            let ext = chunk_key.rsplit_once('.').map(|(_, e)| e).filter(|e| e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric()));
-            let file = dir.path().join(format!("{i}.{}", ext.unwrap_or("bin")));
-            match blob.download_to(&chunk_key, &file).await {
-                Ok(_) => {}
-                Err(BlobError::Unavailable(reason)) => return Err(BlobError::Unavailable(reason).into()),
-                Err(err) => {
-                    tracing::warn!(chunk_id = %chunk.id, %err, "skipping a chunk that cannot be downloaded");
-                    continue;
+        let inputs = download_chunks(services, &audio, dir.path()).await?;
+        // Usually every file decodes, so try them all at once; only when that fails, probe each
+        // and leave out what ffprobe cannot read, as ECHO did.
+        if let Err(first) = audio::concat_to_mp3(&inputs, &merged_file).await {
+            if let AudioError::ToolMissing(tool) = first {
+                return Err(MergeError::Failed(format!("{tool} is not installed")));
+            }
+            let mut decodable = Vec::new();
+            for file in inputs {
+                match audio::probe(&file).await {
+                    Ok(_) => decodable.push(file),
+                    Err(err) => tracing::warn!(file = %file.display(), %err, "skipping undecodable chunk"),
                 }
             }
-            // Files ffprobe cannot read are left out, as ECHO did.
-            match audio::probe(&file).await {
-                Ok(_) => inputs.push(file),
-                Err(AudioError::ToolMissing(tool)) => return Err(MergeError::Failed(format!("{tool} is not installed"))),
-                Err(err) => tracing::warn!(chunk_id = %chunk.id, %err, "skipping undecodable chunk"),
+            if decodable.is_empty() {
+                return Err(MergeError::Failed("no decodable audio".into()));
             }
+            audio::concat_to_mp3(&decodable, &merged_file).await.map_err(|e| MergeError::Failed(e.to_string()))?;
         }
-        if inputs.is_empty() {
-            return Err(MergeError::Failed("no decodable audio".into()));
-        }
-        audio::concat_to_mp3(&inputs, &merged_file).await.map_err(|e| MergeError::Failed(e.to_string()))?;
         blob.upload_file(&key, &merged_file, "audio/mpeg").await?;
-        tracing::info!(conversation_id, %key, chunks = inputs.len(), "merged audio uploaded");
+        tracing::info!(conversation_id, %key, chunks = audio.len(), "merged audio uploaded");
     }
     let duration = audio::duration(&merged_file).await.unwrap_or(-1.0);
     dir.remove().await;
@@ -122,6 +114,45 @@ pub async fn merge_conversation(services: &Services, conversation_id: &str) -> R
         )
         .await?;
     Ok(MergedAudio { key, url, duration })
+}
+
+/// Downloads the chunks' objects into `dir`, a few at a time, in chunk order; chunks whose object
+/// is missing are left out (logged), an unreachable store fails the merge.
+async fn download_chunks(services: &Services, chunks: &[&Chunk], dir: &std::path::Path) -> Result<Vec<PathBuf>, MergeError> {
+    use futures::StreamExt;
+    let mut jobs = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let Some(key) = chunk.path.as_deref().and_then(|p| services.blob.key_from_url(p)) else {
+            tracing::warn!(chunk_id = %chunk.id, "skipping a chunk whose path names no object");
+            continue;
+        };
+        let ext = key.rsplit_once('.').map(|(_, e)| e.to_string()).filter(|e| e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric()));
+        let file = dir.join(format!("{i}.{}", ext.as_deref().unwrap_or("bin")));
+        jobs.push((chunk.id.clone(), key, file));
+    }
+    let downloads = jobs.into_iter().map(|(chunk_id, key, file)| {
+        let blob = services.blob.clone();
+        async move {
+            match blob.download_to(&key, &file).await {
+                Ok(_) => Ok(Some(file)),
+                Err(BlobError::Unavailable(reason)) => Err(MergeError::Blob(BlobError::Unavailable(reason))),
+                Err(err) => {
+                    tracing::warn!(%chunk_id, %err, "skipping a chunk that cannot be downloaded");
+                    Ok(None)
+                }
+            }
+        }
+    });
+    let results: Vec<Result<Option<PathBuf>, MergeError>> =
+        futures::stream::iter(downloads.collect::<Vec<_>>()).buffered(4).collect().await;
+    let mut files = Vec::new();
+    for result in results {
+        files.extend(result?);
+    }
+    if files.is_empty() {
+        return Err(MergeError::Failed("no decodable audio".into()));
+    }
+    Ok(files)
 }
 
 /// A uniquely named directory under the system temp dir, created and removed off the tokio
