@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::*;
 use crate::offload::OffloadPool;
 
-/// Applied in order; `PRAGMA user_version` records how many ran.
+/// Applied in order; `PRAGMA user_version` records how many ran. `updated_at` is written with
+/// `created_at` on create, as ECHO's Directus schema defaults it to `CURRENT_TIMESTAMP`.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_participant.sql")];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -281,10 +282,10 @@ impl Store for SqliteStore {
         let id = p.id.clone();
         self.call("project", move |conn| {
             conn.execute(
-                "INSERT INTO project (id, created_at, directus_user_id, name, language, context, is_conversation_allowed, \
+                "INSERT INTO project (id, created_at, updated_at, directus_user_id, name, language, context, is_conversation_allowed, \
                  is_get_reply_enabled, is_project_notification_subscription_allowed, default_conversation_title, \
                  default_conversation_description, default_conversation_finish_text, image_generation_model) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'))",
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'))",
                 params![
                     p.id,
                     now(),
@@ -311,7 +312,7 @@ impl Store for SqliteStore {
         let (id, project_id, text) = (id.to_string(), project_id.to_string(), text.map(str::to_string));
         self.call("project_tag", move |conn| {
             conn.execute(
-                "INSERT INTO project_tag (id, project_id, text, sort, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO project_tag (id, project_id, text, sort, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 params![id, project_id, text, sort, now()],
             )?;
             conn.query_row(&format!("SELECT {TAG_COLUMNS} FROM project_tag WHERE id = ?1"), [&id], tag_from_row)
@@ -330,8 +331,8 @@ impl Store for SqliteStore {
             .call("conversation", move |conn| {
                 let tx = conn.transaction()?;
                 let inserted = tx.execute(
-                    "INSERT INTO conversation (id, created_at, project_id, participant_name, participant_email, participant_user_agent, source) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO conversation (id, created_at, updated_at, project_id, participant_name, participant_email, participant_user_agent, source) \
+                     VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![c.id, now(), c.project_id, c.participant_name, c.participant_email, c.participant_user_agent, c.source],
                 );
                 if let Err(err) = inserted {
@@ -381,8 +382,8 @@ impl Store for SqliteStore {
         let created = self
             .call("conversation_chunk", move |conn| {
                 let inserted = conn.execute(
-                    "INSERT INTO conversation_chunk (id, created_at, conversation_id, timestamp, path, source, transcript) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO conversation_chunk (id, created_at, updated_at, conversation_id, timestamp, path, source, transcript) \
+                     VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![c.id, now(), c.conversation_id, ts(&c.timestamp), c.path, c.source, c.transcript],
                 );
                 match inserted {
