@@ -2,7 +2,7 @@
 # A local Directus 11.6.1 (SQLite) with ECHO's data model, for echo-local and the tests.
 #
 #   scripts/directus.sh start <snapshot-dir>   install if needed, start a fresh instance, print its env
-#   scripts/directus.sh stop                   stop the instance on $DIRECTUS_PORT
+#   scripts/directus.sh stop [--purge]         stop the instance on $DIRECTUS_PORT (--purge: delete its data)
 #   scripts/directus.sh install                only install Node 22 and Directus into the cache
 #   scripts/directus.sh env                    print the env of the running instance again
 #
@@ -280,10 +280,12 @@ EOF
 }
 
 stop() {
-  local pid
+  local pid purge=${1:-}
+  [ -z "$purge" ] || [ "$purge" = --purge ] || die "usage: scripts/directus.sh stop [--purge]"
   if ! pid=$(running_pid); then
     log "no Directus running on port $PORT"
     rm -f "$INSTANCE/directus.pid"
+    [ -z "$purge" ] || rm -rf "$INSTANCE"
     return 0
   fi
   kill "$pid"
@@ -294,6 +296,10 @@ stop() {
   if kill -0 "$pid" 2> /dev/null; then kill -9 "$pid"; fi
   rm -f "$INSTANCE/directus.pid" "$INSTANCE/echo.env"
   log "Directus on port $PORT stopped"
+  if [ -n "$purge" ]; then
+    rm -rf "$INSTANCE"
+    log "its data ($INSTANCE) deleted"
+  fi
 }
 
 case "${1:-}" in
@@ -301,8 +307,11 @@ case "${1:-}" in
     shift
     start "$@"
     ;;
-  stop) stop ;;
+  stop)
+    shift
+    stop "$@"
+    ;;
   install) with_lock install ;;
   env) print_env ;;
-  *) die "usage: scripts/directus.sh start <snapshot-dir> | stop | install | env" ;;
+  *) die "usage: scripts/directus.sh start <snapshot-dir> | stop [--purge] | install | env" ;;
 esac

@@ -24,7 +24,7 @@ cfn-lint template.yaml
 snapshot="${ECHO_DIRECTUS_SNAPSHOT:-../shared/data/directus-snapshot}"
 DIRECTUS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export DIRECTUS_PORT
-trap 'bash scripts/directus.sh stop' EXIT
+trap 'bash scripts/directus.sh stop --purge' EXIT
 directus_env=$(bash scripts/directus.sh start "$snapshot")
 eval "$directus_env"
 export DIRECTUS_TEST_URL="$DIRECTUS_BASE_URL" DIRECTUS_TEST_TOKEN="$DIRECTUS_TOKEN" DIRECTUS_TEST_SECRET="$DIRECTUS_SECRET"

@@ -39,7 +39,7 @@ struct OwnDirectus {
 
 impl Drop for OwnDirectus {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(&self.script).arg("stop").env("DIRECTUS_PORT", self.port.to_string()).status();
+        let _ = Command::new("bash").arg(&self.script).args(["stop", "--purge"]).env("DIRECTUS_PORT", self.port.to_string()).status();
     }
 }
 
