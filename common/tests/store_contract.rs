@@ -1,5 +1,8 @@
-//! The `Store` contract: the same assertions for every backend. SQLite runs here; the Directus
-//! backend joins this suite when it exists.
+//! The `Store` contract: the same assertions for every backend, SQLite and Directus (with ECHO's
+//! schema, the reference). The Directus case needs a running Directus: `scripts/test.sh` starts
+//! one with `scripts/directus.sh` and exports `DIRECTUS_TEST_URL` / `DIRECTUS_TEST_TOKEN`.
+
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use common::offload::OffloadPool;
@@ -9,11 +12,18 @@ fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn project(store: &dyn Store, open: bool) -> Project {
-    store
+/// A backend under test and a user that may own projects (`directus_user_id` is a relation to
+/// `directus_users` in Directus, so it must name a real user there).
+struct Backend<'a> {
+    store: &'a dyn Store,
+    owner: String,
+}
+
+async fn project(b: &Backend<'_>, open: bool) -> Project {
+    b.store
         .create_project(NewProject {
             id: uuid(),
-            directus_user_id: Some("owner".into()),
+            directus_user_id: Some(b.owner.clone()),
             name: Some("P".into()),
             is_conversation_allowed: open,
             ..Default::default()
@@ -22,12 +32,24 @@ async fn project(store: &dyn Store, open: bool) -> Project {
         .unwrap()
 }
 
-async fn projects_and_tags(store: &dyn Store) {
-    let p = project(store, true).await;
+async fn projects_and_tags(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
     assert_eq!(p.name.as_deref(), Some("P"));
+    assert_eq!(p.directus_user_id.as_deref(), Some(b.owner.as_str()));
     assert!(p.is_conversation_allowed);
+    assert!(p.tags.is_empty());
+    assert_eq!(p.language, None, "no default language (read as \"en\" by the API)");
     assert_eq!(p.is_get_reply_enabled, Some(false), "collection default");
+    assert_eq!(p.is_project_notification_subscription_allowed, Some(false), "collection default");
+    assert_eq!(p.is_enhanced_audio_processing_enabled, Some(false), "collection default");
     assert_eq!(p.default_conversation_ask_for_participant_name, Some(true), "collection default");
+    assert_eq!(p.default_conversation_tutorial_slug.as_deref(), Some("none"), "collection default");
+    assert_eq!(p.get_reply_mode.as_deref(), Some("summarize"), "collection default");
+    assert_eq!(p.image_generation_model.as_deref(), Some("PLACEHOLDER"), "collection default");
+    assert!(p.created_at.is_some() && p.updated_at.is_some(), "date-created, and updated_at's CURRENT_TIMESTAMP default");
+    let closed = project(b, false).await;
+    assert!(!store.get_project(&closed.id).await.unwrap().unwrap().is_conversation_allowed);
     let late = store.create_project_tag(&uuid(), &p.id, Some("second"), Some(2)).await.unwrap();
     let early = store.create_project_tag(&uuid(), &p.id, Some("first"), Some(1)).await.unwrap();
     let untitled = store.create_project_tag(&uuid(), &p.id, None, None).await.unwrap();
@@ -37,8 +59,9 @@ async fn projects_and_tags(store: &dyn Store) {
     assert_eq!(store.get_project(&uuid()).await.unwrap(), None);
 }
 
-async fn conversations(store: &dyn Store) {
-    let p = project(store, true).await;
+async fn conversations(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
     let tag = store.create_project_tag(&uuid(), &p.id, Some("t"), None).await.unwrap();
     let id = uuid();
     let new = NewConversation {
@@ -53,8 +76,24 @@ async fn conversations(store: &dyn Store) {
     };
     let c = store.create_conversation(new.clone()).await.unwrap();
     assert_eq!((c.id.as_str(), c.project_id.as_str()), (id.as_str(), p.id.as_str()));
-    assert_eq!(c.tag_ids, vec![tag.id]);
-    assert_eq!(c.is_all_chunks_transcribed, None);
+    assert_eq!(c.tag_ids, vec![tag.id.clone()]);
+    assert_eq!(c.participant_name.as_deref(), Some("Ada"));
+    assert_eq!(c.source.as_deref(), Some("PORTAL_AUDIO"));
+    assert_eq!(c.is_all_chunks_transcribed, None, "no default");
+    assert_eq!((c.is_finished, c.is_audio_processing_finished), (Some(false), Some(false)), "collection defaults");
+    assert!(c.created_at.is_some());
+    assert_eq!(store.get_conversation(&id).await.unwrap().unwrap().tag_ids, vec![tag.id.clone()], "links read back");
+    // Two tags, and none.
+    let other = store.create_project_tag(&uuid(), &p.id, Some("u"), None).await.unwrap();
+    let two =
+        NewConversation { id: uuid(), project_id: p.id.clone(), tag_ids: vec![tag.id.clone(), other.id.clone()], ..Default::default() };
+    let mut linked = store.create_conversation(two).await.unwrap().tag_ids;
+    linked.sort();
+    let mut expected = vec![tag.id.clone(), other.id.clone()];
+    expected.sort();
+    assert_eq!(linked, expected);
+    let bare = store.create_conversation(NewConversation { id: uuid(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
+    assert!(bare.tag_ids.is_empty());
     assert!(matches!(store.create_conversation(new).await, Err(StoreError::AlreadyExists { .. })));
     store.set_all_chunks_transcribed(&id, true).await.unwrap();
     assert_eq!(store.get_conversation(&id).await.unwrap().unwrap().is_all_chunks_transcribed, Some(true));
@@ -63,8 +102,9 @@ async fn conversations(store: &dyn Store) {
     assert_eq!(store.get_conversation(&uuid()).await.unwrap(), None);
 }
 
-async fn chunks(store: &dyn Store) {
-    let p = project(store, true).await;
+async fn chunks(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
     let cid = uuid();
     store.create_conversation(NewConversation { id: cid.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
     let at = |s| Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, s).unwrap();
@@ -97,11 +137,12 @@ async fn chunks(store: &dyn Store) {
 
     // A chunk of a conversation that does not exist is refused.
     let orphan = NewChunk { conversation_id: uuid(), ..mk(&uuid(), 1) };
-    assert!(store.create_chunk(orphan).await.is_err());
+    assert!(matches!(store.create_chunk(orphan).await, Err(StoreError::Invalid { collection: "conversation_chunk", .. })));
 }
 
-async fn notification_participants(store: &dyn Store) {
-    let p = project(store, true).await;
+async fn notification_participants(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
     let row = store
         .create_notification_participant(NewNotificationParticipant {
             email: "ada@example.org".into(),
@@ -112,6 +153,9 @@ async fn notification_participants(store: &dyn Store) {
         .await
         .unwrap();
     let token = row.email_opt_out_token.clone().expect("a token is generated");
+    assert!(uuid::Uuid::parse_str(&row.id).is_ok() && uuid::Uuid::parse_str(&token).is_ok(), "id and token are generated uuids");
+    assert_eq!((row.email.as_deref(), row.project_id.as_deref()), (Some("ada@example.org"), Some(p.id.as_str())));
+    assert_eq!(row.email_opt_in, Some(true));
     assert_eq!(store.find_notification_participant("ada@example.org", &p.id).await.unwrap(), Some(row.clone()));
     assert_eq!(store.find_notification_participant("ada@example.org", &uuid()).await.unwrap(), None);
     assert_eq!(store.notification_participants_by_token(&p.id, &token).await.unwrap(), vec![row.clone()]);
@@ -121,8 +165,9 @@ async fn notification_participants(store: &dyn Store) {
     assert!(store.notification_participants_by_token(&p.id, &token).await.unwrap().is_empty());
 }
 
-async fn dashboard_operations(store: &dyn Store) {
-    let p = project(store, true).await;
+async fn dashboard_operations(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
     let (older, newer) = (uuid(), uuid());
     for id in [&older, &newer] {
         store.create_conversation(NewConversation { id: id.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
@@ -187,22 +232,105 @@ async fn dashboard_operations(store: &dyn Store) {
     assert_eq!(store.chunk_counts(&older).await.unwrap().total, 0, "chunks go with their conversation");
 }
 
-async fn run_contract(store: &dyn Store) {
-    projects_and_tags(store).await;
-    conversations(store).await;
-    chunks(store).await;
-    notification_participants(store).await;
-    dashboard_operations(store).await;
+/// More chunks than one page holds come back whole and in order.
+async fn pagination(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
+    let cid = uuid();
+    store.create_conversation(NewConversation { id: cid.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
+    let base = Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, 0).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        // Pairs share a timestamp, so the id decides their order.
+        let id = uuid();
+        let timestamp = base + chrono::Duration::seconds(i / 2);
+        let chunk =
+            NewChunk { id: id.clone(), conversation_id: cid.clone(), timestamp, path: None, source: None, transcript: Some("t".into()) };
+        store.create_chunk(chunk).await.unwrap();
+        ids.push((timestamp, id));
+    }
+    ids.sort();
+    let oldest: Vec<String> = store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(oldest, ids.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>());
+    let mut newest: Vec<String> = store.list_chunks(&cid, ChunkOrder::NewestFirst).await.unwrap().into_iter().map(|c| c.id).collect();
+    newest.reverse();
+    assert_eq!(newest, oldest);
+}
+
+async fn run_contract(b: &Backend<'_>) {
+    projects_and_tags(b).await;
+    conversations(b).await;
+    chunks(b).await;
+    pagination(b).await;
+    notification_participants(b).await;
+    dashboard_operations(b).await;
 }
 
 #[tokio::test]
 async fn sqlite_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("nested/echo.sqlite3"), OffloadPool::new(4)).await.unwrap();
-    run_contract(&store).await;
+    let owner = uuid();
+    run_contract(&Backend { store: &store, owner: owner.clone() }).await;
     // Reopening runs no migration twice and keeps the data.
     let again = SqliteStore::open(dir.path().join("nested/echo.sqlite3"), OffloadPool::new(4)).await.unwrap();
-    run_contract(&again).await;
+    run_contract(&Backend { store: &again, owner }).await;
+}
+
+/// `DIRECTUS_TEST_URL` and `DIRECTUS_TEST_TOKEN`, or a failure that says how to get them.
+fn directus_env() -> (String, String) {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (var("DIRECTUS_TEST_URL"), var("DIRECTUS_TEST_TOKEN")) {
+        (Some(url), Some(token)) => (url, token),
+        _ => panic!(
+            "the Directus contract test needs a running Directus with ECHO's schema: run `bash scripts/test.sh` (it starts one), \
+             or start one with `scripts/directus.sh start ../shared/data/directus-snapshot` and export DIRECTUS_TEST_URL \
+             (its DIRECTUS_BASE_URL) and DIRECTUS_TEST_TOKEN (its DIRECTUS_TOKEN)"
+        ),
+    }
+}
+
+/// The admin's user id, through the same token.
+async fn directus_user_id(url: &str, token: &str) -> String {
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/users/me?fields=id"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["data"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn directus_store_keeps_the_contract() {
+    let (url, token) = directus_env();
+    let owner = directus_user_id(&url, &token).await;
+    // A page size of 2 makes every list below span several pages.
+    let store = DirectusStore::new(DirectusConfig {
+        base_url: url.clone(),
+        token: token.clone(),
+        timeout: Duration::from_secs(10),
+        page_size: 2,
+        retry_delays: common::store::directus::RETRY_DELAYS.to_vec(),
+    })
+    .unwrap();
+    assert_eq!(store.backend(), common::Dependency::Directus);
+    run_contract(&Backend { store: &store, owner: owner.clone() }).await;
+    // And through `connect`, as the functions get it.
+    let settings = common::config::Settings::from_lookup(|name| match name {
+        "ECHO_STORE" => Some("directus".into()),
+        "DIRECTUS_BASE_URL" => Some(url.clone()),
+        "DIRECTUS_TOKEN" => Some(token.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let connected = connect(&settings).await.unwrap();
+    run_contract(&Backend { store: connected.as_ref(), owner }).await;
 }
 
 #[tokio::test]

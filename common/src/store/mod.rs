@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Dependency;
 
+pub mod directus;
 pub mod sqlite;
 
+pub use directus::{DirectusConfig, DirectusStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -298,8 +300,6 @@ pub async fn connect(settings: &crate::config::Settings) -> StoreResult<SharedSt
     use crate::config::StoreSettings;
     match &settings.store {
         StoreSettings::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path, crate::offload::global().clone()).await?)),
-        StoreSettings::Directus { .. } => Err(StoreError::Other(
-            "the Directus store is not in this build yet (see the production-store issue); use ECHO_STORE=sqlite".into(),
-        )),
+        directus @ StoreSettings::Directus { .. } => Ok(Arc::new(DirectusStore::from_settings(directus)?)),
     }
 }

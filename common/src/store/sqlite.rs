@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::*;
 use crate::offload::OffloadPool;
 
-/// Applied in order; `PRAGMA user_version` records how many ran.
+/// Applied in order; `PRAGMA user_version` records how many ran. `updated_at` is written with
+/// `created_at` on create, as ECHO's Directus schema defaults it to `CURRENT_TIMESTAMP`.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_participant.sql"), include_str!("../../migrations/0002_dashboard.sql")];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -290,12 +291,12 @@ impl Store for SqliteStore {
         let id = p.id.clone();
         self.call("project", move |conn| {
             conn.execute(
-                "INSERT INTO project (id, created_at, directus_user_id, name, language, context, is_conversation_allowed, \
+                "INSERT INTO project (id, created_at, updated_at, directus_user_id, name, language, context, is_conversation_allowed, \
                  is_get_reply_enabled, is_project_notification_subscription_allowed, default_conversation_title, \
                  default_conversation_description, default_conversation_finish_text, image_generation_model, \
                  default_conversation_ask_for_participant_name, default_conversation_tutorial_slug, \
                  default_conversation_transcript_prompt, conversation_ask_for_participant_name_label, is_enhanced_audio_processing_enabled) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'), \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'), \
                  coalesce(?14, 1), coalesce(?15, 'none'), ?16, ?17, coalesce(?18, 0))",
                 params![
                     p.id,
@@ -328,7 +329,7 @@ impl Store for SqliteStore {
         let (id, project_id, text) = (id.to_string(), project_id.to_string(), text.map(str::to_string));
         self.call("project_tag", move |conn| {
             conn.execute(
-                "INSERT INTO project_tag (id, project_id, text, sort, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO project_tag (id, project_id, text, sort, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 params![id, project_id, text, sort, now()],
             )?;
             conn.query_row(&format!("SELECT {TAG_COLUMNS} FROM project_tag WHERE id = ?1"), [&id], tag_from_row)
@@ -347,8 +348,8 @@ impl Store for SqliteStore {
             .call("conversation", move |conn| {
                 let tx = conn.transaction()?;
                 let inserted = tx.execute(
-                    "INSERT INTO conversation (id, created_at, project_id, participant_name, participant_email, participant_user_agent, source, \
-                     duration, merged_audio_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO conversation (id, created_at, updated_at, project_id, participant_name, participant_email, \
+                     participant_user_agent, source, duration, merged_audio_path) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![
                         c.id,
                         now(),
@@ -365,7 +366,10 @@ impl Store for SqliteStore {
                     return if is_unique_violation(&err) { Ok(None) } else { Err(err) };
                 }
                 for tag in &c.tag_ids {
-                    tx.execute("INSERT INTO conversation_project_tag (conversation_id, project_tag_id) VALUES (?1, ?2)", params![c.id, tag])?;
+                    tx.execute(
+                        "INSERT INTO conversation_project_tag (conversation_id, project_tag_id) VALUES (?1, ?2)",
+                        params![c.id, tag],
+                    )?;
                 }
                 tx.commit()?;
                 load_conversation(conn, &c.id)
@@ -408,8 +412,8 @@ impl Store for SqliteStore {
         let created = self
             .call("conversation_chunk", move |conn| {
                 let inserted = conn.execute(
-                    "INSERT INTO conversation_chunk (id, created_at, conversation_id, timestamp, path, source, transcript) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO conversation_chunk (id, created_at, updated_at, conversation_id, timestamp, path, source, transcript) \
+                     VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![c.id, now(), c.conversation_id, ts(&c.timestamp), c.path, c.source, c.transcript],
                 );
                 match inserted {
