@@ -294,3 +294,4 @@ impl TestApp {
         read(req.send().await.unwrap()).await
     }
 }
+pub mod directus;
