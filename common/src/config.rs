@@ -76,6 +76,8 @@ pub struct LlmSettings {
     pub small: LlmSlot,
     /// Chat answers.
     pub inference: LlmSlot,
+    /// Whole-request limit of a non-streamed call (`LLM_TIMEOUT_SECONDS`, 120).
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +174,13 @@ impl Settings {
         }
         let mut inference = slot("LIGHTRAG_LITELLM_INFERENCE");
         inference.model.get_or_insert_with(|| "anthropic/claude-3-5-sonnet-20240620".into());
-        let llm = LlmSettings { medium: slot("MEDIUM_LITELLM"), summary, small: slot("SMALL_LITELLM"), inference };
+        let llm = LlmSettings {
+            medium: slot("MEDIUM_LITELLM"),
+            summary,
+            small: slot("SMALL_LITELLM"),
+            inference,
+            timeout_seconds: number("LLM_TIMEOUT_SECONDS", 120)?,
+        };
 
         Ok(Settings {
             store,

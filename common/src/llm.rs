@@ -12,7 +12,7 @@ use crate::config::LlmSlot;
 use crate::error::{ApiError, Dependency};
 
 pub const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -57,11 +57,12 @@ pub type TextStream = Pin<Box<dyn Stream<Item = Result<String, LlmError>> + Send
 #[derive(Clone, Debug)]
 pub struct LlmClient {
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 impl Default for LlmClient {
     fn default() -> Self {
-        Self::new()
+        Self::new(DEFAULT_TIMEOUT)
     }
 }
 
@@ -111,9 +112,14 @@ fn transport(err: reqwest::Error) -> LlmError {
 }
 
 impl LlmClient {
-    pub fn new() -> Self {
+    /// `timeout` bounds a whole non-streamed call.
+    pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().expect("a TLS client can be built");
-        LlmClient { http }
+        LlmClient { http, timeout }
+    }
+
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self::new(Duration::from_secs(settings.llm.timeout_seconds))
     }
 
     fn request(&self, slot: &LlmSlot, messages: &[Message], stream: bool, timeout: Duration) -> Result<reqwest::RequestBuilder, LlmError> {
@@ -131,7 +137,7 @@ impl LlmClient {
 
     /// One completion; the reply text.
     pub async fn complete(&self, slot: &LlmSlot, messages: &[Message]) -> Result<String, LlmError> {
-        self.complete_within(slot, messages, DEFAULT_TIMEOUT).await
+        self.complete_within(slot, messages, self.timeout).await
     }
 
     pub async fn complete_within(&self, slot: &LlmSlot, messages: &[Message], timeout: Duration) -> Result<String, LlmError> {

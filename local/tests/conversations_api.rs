@@ -287,7 +287,27 @@ async fn summarize_stores_what_the_llm_returned() {
 }
 
 #[tokio::test]
-async fn summarize_with_a_dead_or_slow_llm_stores_nothing() {
+async fn summarize_with_a_slow_llm_times_out_as_503() {
+    let llm = FakeLlm::start(LlmBehaviour::Hang(Duration::from_secs(5))).await;
+    let slot = llm.slot();
+    let app = TestApp::start_with(move |o| {
+        o.settings.auth.directus_secret = Some(JWT_SECRET.into());
+        o.settings.llm.summary = slot;
+        o.settings.llm.timeout_seconds = 1;
+    })
+    .await;
+    let owner = token(OWNER, false);
+    let (_, cid) = app.owned_conversation(OWNER).await;
+    app.text_chunk(&cid, 0, "words").await;
+    let started = std::time::Instant::now();
+    let (status, body) = app.call(Method::POST, &format!("/api/conversations/{cid}/summarize"), Some(&owner), None).await;
+    assert_eq!((status, body), (503, json!({"detail": "LLM provider is unavailable, please try again later"})));
+    assert!(started.elapsed() < Duration::from_secs(4), "gave up at the configured timeout");
+    assert_eq!(app.local.store.get_conversation(&cid).await.unwrap().unwrap().summary, None);
+}
+
+#[tokio::test]
+async fn summarize_with_an_unreachable_llm_stores_nothing() {
     let app = TestApp::start_with(|o| {
         o.settings.auth.directus_secret = Some(JWT_SECRET.into());
         o.settings.llm.summary = common::config::LlmSlot {

@@ -42,7 +42,7 @@ impl AuthConfig for AppState {
 
 impl AppState {
     pub fn new(services: Services) -> Self {
-        AppState { services, llm: LlmClient::new(), token_counts: Arc::default() }
+        AppState { llm: LlmClient::from_settings(&services.settings), services, token_counts: Arc::default() }
     }
 }
 

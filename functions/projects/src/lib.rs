@@ -35,7 +35,7 @@ impl AuthConfig for AppState {
 
 impl AppState {
     pub fn new(services: Services) -> Self {
-        AppState { services, llm: LlmClient::new() }
+        AppState { llm: LlmClient::from_settings(&services.settings), services }
     }
 }
 

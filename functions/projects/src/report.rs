@@ -94,8 +94,7 @@ async fn write_report(state: &AppState, project: &Project, language: &str) -> Re
     let entries: Vec<ReportConversation> = included.into_iter().map(|(_, e)| e).collect();
     let prompt = common::prompts::render("system_report", language, context! { conversations => entries, language => language })
         .map_err(ApiError::internal)?;
-    let reply =
-        state.llm.complete_within(&state.settings.llm.medium, &[Message::user(prompt)], std::time::Duration::from_secs(600)).await?;
+    let reply = state.llm.complete(&state.settings.llm.medium, &[Message::user(prompt)]).await?;
     Ok(article(&reply))
 }
 
