@@ -51,6 +51,14 @@ pub struct ApiSettings {
     pub upload_url_rate_limit_per_minute: u32,
 }
 
+/// Where secrets live when they are not in the environment: SSM parameter names
+/// (`DIRECTUS_TOKEN_SSM_PARAMETER`, `DIRECTUS_SECRET_SSM_PARAMETER`), read once at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretParameters {
+    pub directus_token: Option<String>,
+    pub directus_secret: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     pub directus_secret: Option<String>,
@@ -88,6 +96,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub auth: AuthSettings,
     pub llm: LlmSettings,
+    pub secret_parameters: SecretParameters,
     pub runpod_diarization: bool,
     pub health_stream_max_seconds: u64,
     pub build_version: String,
@@ -189,6 +198,10 @@ impl Settings {
             api,
             auth,
             llm,
+            secret_parameters: SecretParameters {
+                directus_token: var("DIRECTUS_TOKEN_SSM_PARAMETER"),
+                directus_secret: var("DIRECTUS_SECRET_SSM_PARAMETER"),
+            },
             runpod_diarization: parse_bool(var("ENABLE_RUNPOD_DIARIZATION").as_deref()),
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),

@@ -14,6 +14,7 @@ pub mod merge;
 pub mod offload;
 pub mod prompts;
 pub mod rag;
+pub mod secrets;
 pub mod services;
 pub mod store;
 pub mod summary;

@@ -5,7 +5,8 @@ use common::config::Settings;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::http::init_tracing();
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
+    common::secrets::resolve(&mut settings).await?;
     settings.require(&["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])?;
     let state = participant::AppState::new(common::Services::connect(Arc::new(settings)).await?);
     common::http::run_lambda(participant::router(state)).await

@@ -1,4 +1,5 @@
-//! The SQS publisher against a real SQS-protocol server (moto), started here on 127.0.0.1.
+//! The AWS clients against moto's SQS and SSM servers, started here on 127.0.0.1: the task
+//! publisher, and secrets read from SSM at start-up.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -67,4 +68,40 @@ async fn tasks_reach_their_queue_as_versioned_json() {
     let late = late.messages.unwrap_or_default();
     assert_eq!(late.len(), 1);
     assert_eq!(TaskMessage::parse(late[0].body.as_deref().unwrap()).unwrap().task, finish);
+}
+
+#[tokio::test]
+async fn secrets_come_from_ssm_when_the_environment_lacks_them() {
+    let (_moto, endpoint) = start_moto();
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let ssm = aws_sdk_ssm::Client::new(&shared);
+    for (name, value) in [("/echo/directus-token", "static-admin-token"), ("/echo/directus-secret", "jwt-secret")] {
+        ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.unwrap();
+    }
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        common::config::Settings::from_lookup(move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap()
+    };
+    let mut settings = env(&[
+        ("ECHO_STORE", "directus"),
+        ("DIRECTUS_TOKEN_SSM_PARAMETER", "/echo/directus-token"),
+        ("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/directus-secret"),
+    ]);
+    assert!(settings.require(&["DIRECTUS_TOKEN"]).is_err());
+    common::secrets::resolve_with(&ssm, &mut settings).await.unwrap();
+    settings.require(&["DIRECTUS_TOKEN", "DIRECTUS_SECRET"]).unwrap();
+    assert!(matches!(&settings.store, common::config::StoreSettings::Directus { token: Some(t), .. } if t == "static-admin-token"));
+    assert_eq!(settings.auth.directus_secret.as_deref(), Some("jwt-secret"));
+
+    // A value in the environment wins; a missing parameter is a start-up error naming it.
+    let mut direct = env(&[("DIRECTUS_SECRET", "from-env"), ("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/directus-secret")]);
+    common::secrets::resolve_with(&ssm, &mut direct).await.unwrap();
+    assert_eq!(direct.auth.directus_secret.as_deref(), Some("from-env"));
+    let mut missing = env(&[("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/nope")]);
+    let err = common::secrets::resolve_with(&ssm, &mut missing).await.unwrap_err();
+    assert!(err.to_string().contains("/echo/nope"), "{err}");
 }
