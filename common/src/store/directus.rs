@@ -833,6 +833,20 @@ impl Store for DirectusStore {
         }
     }
 
+    async fn update_chunk(&self, id: &str, patch: ChunkPatch) -> StoreResult<bool> {
+        let mut body = Map::new();
+        for (field, value) in [("path", patch.path), ("transcript", patch.transcript), ("error", patch.error)] {
+            if let Some(value) = value {
+                body.insert(field.into(), Value::from(value));
+            }
+        }
+        if body.is_empty() {
+            return self.exists("conversation_chunk", id).await;
+        }
+        // PATCH of a missing item answers 403 (or 204 on some versions): not found.
+        self.patch("conversation_chunk", id, Value::Object(body)).await
+    }
+
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool> {
         if !self.exists("conversation_chunk", id).await? {
             return Ok(false);
@@ -988,6 +1002,46 @@ impl Store for DirectusStore {
                 })
             })
             .collect()
+    }
+
+    async fn idle_unfinished_conversations(&self, idle_since: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let since = ts(&idle_since);
+        let filter = json!({ "_and": [
+            { "_or": [{ "is_finished": { "_eq": false } }, { "is_finished": { "_null": true } }] },
+            { "created_at": { "_lt": since } },
+            { "chunks": { "_none": { "timestamp": { "_gte": since } } } },
+        ]});
+        let rows = self.search_all("conversation", filter, &["id"], &["created_at", "id"]).await?;
+        rows.iter().map(|r| Row::new("conversation", r)?.required("id")).collect()
+    }
+
+    async fn unfinalized_conversations(&self, since: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let filter = json!({ "_and": [
+            { "is_finished": { "_eq": true } },
+            { "_or": [{ "is_all_chunks_transcribed": { "_eq": false } }, { "is_all_chunks_transcribed": { "_null": true } }] },
+            { "created_at": { "_gte": ts(&since) } },
+        ]});
+        let rows = self.search_all("conversation", filter, &["id"], &["created_at", "id"]).await?;
+        rows.iter().map(|r| Row::new("conversation", r)?.required("id")).collect()
+    }
+
+    async fn create_processing_status(&self, st: NewProcessingStatus) -> StoreResult<i64> {
+        let body = json!({
+            "event": st.event,
+            "message": st.message,
+            "duration_ms": st.duration_ms,
+            "parent": st.parent,
+            "conversation_id": st.conversation_id,
+            "conversation_chunk_id": st.conversation_chunk_id,
+            "project_id": st.project_id,
+            "project_analysis_run_id": st.project_analysis_run_id,
+        });
+        match self.create("processing_status", body, None, "id").await? {
+            CreateOutcome::Created(row) => {
+                Row::new("processing_status", &row)?.int("id").ok_or_else(|| StoreError::Other("processing_status without id".into()))
+            }
+            CreateOutcome::CreatedByEarlierTry => unreachable!("creates without an id are not retried"),
+        }
     }
 
     async fn latest_analysis_run(&self, project_id: &str) -> StoreResult<Option<String>> {

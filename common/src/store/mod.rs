@@ -216,6 +216,27 @@ pub struct NewChunk {
     pub transcript: Option<String>,
 }
 
+/// Fields to change on a chunk; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkPatch {
+    pub path: Option<String>,
+    pub transcript: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A `processing_status` row (processing.md §1.5).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewProcessingStatus {
+    pub event: String,
+    pub message: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub parent: Option<i64>,
+    pub conversation_id: Option<String>,
+    pub conversation_chunk_id: Option<String>,
+    pub project_id: Option<String>,
+    pub project_analysis_run_id: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkOrder {
     OldestFirst,
@@ -260,6 +281,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_chunk(&self, id: &str) -> StoreResult<Option<Chunk>>;
     /// Create-if-absent: an existing id is `StoreError::AlreadyExists`.
     async fn create_chunk(&self, chunk: NewChunk) -> StoreResult<Chunk>;
+    /// Changes a chunk; false when it no longer exists.
+    async fn update_chunk(&self, id: &str, patch: ChunkPatch) -> StoreResult<bool>;
     /// Deletes a chunk; already gone is fine (returns false).
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool>;
 
@@ -280,6 +303,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_segment(&self, id: i64) -> StoreResult<()>;
     /// Chunks recorded since `since` with every diarization metric set, newest first.
     async fn recent_chunk_metrics(&self, scope: MetricsScope, since: DateTime<Utc>) -> StoreResult<Vec<ChunkMetrics>>;
+
+    /// Collector pass A: unfinished conversations created before `idle_since` with no chunk
+    /// recorded since then.
+    async fn idle_unfinished_conversations(&self, idle_since: DateTime<Utc>) -> StoreResult<Vec<String>>;
+    /// Collector pass B: finished conversations created since `since` that are not finalized.
+    async fn unfinalized_conversations(&self, since: DateTime<Utc>) -> StoreResult<Vec<String>>;
+    /// Writes a `processing_status` row; its id.
+    async fn create_processing_status(&self, status: NewProcessingStatus) -> StoreResult<i64>;
 
     /// The id of the project's newest `project_analysis_run`.
     async fn latest_analysis_run(&self, project_id: &str) -> StoreResult<Option<String>>;

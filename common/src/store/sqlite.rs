@@ -426,6 +426,19 @@ impl Store for SqliteStore {
         created.ok_or(StoreError::AlreadyExists { collection: "conversation_chunk", id })
     }
 
+    async fn update_chunk(&self, id: &str, patch: ChunkPatch) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call("conversation_chunk", move |conn| {
+            conn.execute(
+                "UPDATE conversation_chunk SET path = coalesce(?2, path), transcript = coalesce(?3, transcript), \
+                 error = coalesce(?4, error), updated_at = ?5 WHERE id = ?1",
+                params![id, patch.path, patch.transcript, patch.error, now()],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_string();
         self.call("conversation_chunk", move |conn| conn.execute("DELETE FROM conversation_chunk WHERE id = ?1", [id]).map(|n| n > 0)).await
@@ -578,6 +591,51 @@ impl Store for SqliteStore {
                 })
             })?
             .collect()
+        })
+        .await
+    }
+
+    async fn idle_unfinished_conversations(&self, idle_since: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        self.call("conversation", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT v.id FROM conversation v WHERE coalesce(v.is_finished, 0) = 0 AND v.created_at < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM conversation_chunk c WHERE c.conversation_id = v.id AND c.timestamp >= ?1) \
+                 ORDER BY v.created_at, v.id",
+            )?;
+            stmt.query_map([ts(&idle_since)], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn unfinalized_conversations(&self, since: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        self.call("conversation", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM conversation WHERE is_finished = 1 AND coalesce(is_all_chunks_transcribed, 0) = 0 \
+                 AND created_at >= ?1 ORDER BY created_at, id",
+            )?;
+            stmt.query_map([ts(&since)], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn create_processing_status(&self, st: NewProcessingStatus) -> StoreResult<i64> {
+        self.call("processing_status", move |conn| {
+            conn.execute(
+                "INSERT INTO processing_status (timestamp, event, message, duration_ms, parent, conversation_id, conversation_chunk_id, \
+                 project_id, project_analysis_run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    now(),
+                    st.event,
+                    st.message,
+                    st.duration_ms,
+                    st.parent,
+                    st.conversation_id,
+                    st.conversation_chunk_id,
+                    st.project_id,
+                    st.project_analysis_run_id
+                ],
+            )?;
+            Ok(conn.last_insert_rowid())
         })
         .await
     }
