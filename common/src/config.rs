@@ -88,6 +88,142 @@ pub struct LlmSettings {
     pub timeout_seconds: u64,
 }
 
+/// The transcription provider (processing.md §5.1), named by `TRANSCRIPTION_PROVIDER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscriptionProvider {
+    /// `Runpod`: asynchronous RunPod Whisper jobs (§5.4).
+    Runpod,
+    /// `LiteLLM`: an OpenAI-compatible Whisper endpoint, Azure included (§5.2).
+    LiteLlm,
+    /// `AssemblyAI` (§5.3).
+    AssemblyAi,
+    /// `Dembrane-25-09`: AssemblyAI plus a Gemini correction pass through Vertex AI (§5.3).
+    /// Accepted here so existing configuration parses; `common::transcribe` does not implement
+    /// it yet and answers with a configuration error.
+    Dembrane2509,
+}
+
+impl TranscriptionProvider {
+    pub const ALL: [TranscriptionProvider; 4] = [
+        TranscriptionProvider::Runpod,
+        TranscriptionProvider::LiteLlm,
+        TranscriptionProvider::AssemblyAi,
+        TranscriptionProvider::Dembrane2509,
+    ];
+
+    /// The exact `TRANSCRIPTION_PROVIDER` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TranscriptionProvider::Runpod => "Runpod",
+            TranscriptionProvider::LiteLlm => "LiteLLM",
+            TranscriptionProvider::AssemblyAi => "AssemblyAI",
+            TranscriptionProvider::Dembrane2509 => "Dembrane-25-09",
+        }
+    }
+
+    /// Exact, case-sensitive match of one of the four names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for TranscriptionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The provider-selection rule of processing.md §5.1: `TRANSCRIPTION_PROVIDER` when set (exact
+/// names only), else the legacy flags in the order AssemblyAI, RunPod, LiteLLM; an unknown name
+/// or nothing at all is a configuration error (`network-worker` refuses to start).
+pub fn select_transcription_provider(
+    name: Option<&str>,
+    enable_assemblyai: bool,
+    enable_runpod_whisper: bool,
+    enable_litellm_whisper: bool,
+) -> Result<TranscriptionProvider, ConfigError> {
+    match name {
+        Some(name) => TranscriptionProvider::from_name(name).ok_or_else(|| ConfigError::Invalid {
+            name: "TRANSCRIPTION_PROVIDER",
+            reason: format!("{name:?} is not one of Runpod, LiteLLM, AssemblyAI, Dembrane-25-09 (exact spelling)"),
+        }),
+        None if enable_assemblyai => Ok(TranscriptionProvider::AssemblyAi),
+        None if enable_runpod_whisper => Ok(TranscriptionProvider::Runpod),
+        None if enable_litellm_whisper => Ok(TranscriptionProvider::LiteLlm),
+        None => Err(ConfigError::Missing("TRANSCRIPTION_PROVIDER")),
+    }
+}
+
+pub const DEFAULT_ASSEMBLYAI_BASE_URL: &str = "https://api.eu.assemblyai.com";
+
+/// Transcription variables (data-model.md §4.7). Reading them never fails on a missing or
+/// unknown provider (most functions do not transcribe); `provider` and `require` apply the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptionSettings {
+    /// `TRANSCRIPTION_PROVIDER` as set (trimmed; empty counts as unset). The scheduler matches
+    /// it loosely (contains `runpod`); transcription uses [`TranscriptionSettings::provider`].
+    pub provider_name: Option<String>,
+    /// `ENABLE_ASSEMBLYAI_TRANSCRIPTION` (legacy selector, first in the fallback order).
+    pub enable_assemblyai: bool,
+    /// `ENABLE_RUNPOD_WHISPER_TRANSCRIPTION` (legacy selector).
+    pub enable_runpod_whisper: bool,
+    /// `ENABLE_LITELLM_WHISPER_TRANSCRIPTION` (legacy selector).
+    pub enable_litellm_whisper: bool,
+    pub assemblyai_api_key: Option<String>,
+    /// `ASSEMBLYAI_BASE_URL`, without a trailing `/`.
+    pub assemblyai_base_url: String,
+    pub runpod_whisper_api_key: Option<String>,
+    /// `RUNPOD_WHISPER_BASE_URL` (job endpoint), without a trailing `/`.
+    pub runpod_whisper_base_url: Option<String>,
+    /// `RUNPOD_WHISPER_PRIORITY_BASE_URL` (job endpoint for `PORTAL_AUDIO`), without a trailing `/`.
+    pub runpod_whisper_priority_base_url: Option<String>,
+    /// `RUNPOD_WHISPER_MAX_REQUEST_THRESHOLD`: maximum RunPod submissions per chunk.
+    pub runpod_whisper_max_request_threshold: u32,
+    pub litellm_whisper_api_key: Option<String>,
+    pub litellm_whisper_model: Option<String>,
+    /// `LITELLM_WHISPER_URL`, without a trailing `/`.
+    pub litellm_whisper_url: Option<String>,
+    /// `LITELLM_WHISPER_API_VERSION` (Azure only).
+    pub litellm_whisper_api_version: String,
+}
+
+impl TranscriptionSettings {
+    /// The configured provider (§5.1), or a configuration error naming `TRANSCRIPTION_PROVIDER`.
+    pub fn provider(&self) -> Result<TranscriptionProvider, ConfigError> {
+        select_transcription_provider(
+            self.provider_name.as_deref(),
+            self.enable_assemblyai,
+            self.enable_runpod_whisper,
+            self.enable_litellm_whisper,
+        )
+    }
+
+    /// The provider plus a check that the variables it needs are set (`network-worker`
+    /// start-up, D63). `Dembrane-25-09` also needs `GCP_SA_JSON`, which is not checked here.
+    pub fn require(&self) -> Result<TranscriptionProvider, ConfigError> {
+        let provider = self.provider()?;
+        let needed: &[(&'static str, bool)] = match provider {
+            TranscriptionProvider::AssemblyAi | TranscriptionProvider::Dembrane2509 => {
+                &[("ASSEMBLYAI_API_KEY", self.assemblyai_api_key.is_some())]
+            }
+            TranscriptionProvider::Runpod => &[
+                ("RUNPOD_WHISPER_API_KEY", self.runpod_whisper_api_key.is_some()),
+                ("RUNPOD_WHISPER_BASE_URL", self.runpod_whisper_base_url.is_some()),
+                ("RUNPOD_WHISPER_PRIORITY_BASE_URL", self.runpod_whisper_priority_base_url.is_some()),
+            ],
+            TranscriptionProvider::LiteLlm => &[
+                ("LITELLM_WHISPER_API_KEY", self.litellm_whisper_api_key.is_some()),
+                ("LITELLM_WHISPER_MODEL", self.litellm_whisper_model.is_some()),
+                ("LITELLM_WHISPER_URL", self.litellm_whisper_url.is_some()),
+            ],
+        };
+        match needed.iter().find(|(_, present)| !present) {
+            Some((name, _)) => Err(ConfigError::Missing(name)),
+            None => Ok(provider),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub store: StoreSettings,
@@ -97,6 +233,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub llm: LlmSettings,
     pub secret_parameters: SecretParameters,
+    pub transcription: TranscriptionSettings,
     pub runpod_diarization: bool,
     pub health_stream_max_seconds: u64,
     pub build_version: String,
@@ -191,6 +328,28 @@ impl Settings {
             timeout_seconds: number("LLM_TIMEOUT_SECONDS", 120)?,
         };
 
+        let base_url = |name: &str| var(name).map(|u| u.trim_end_matches('/').to_string());
+        let threshold = number("RUNPOD_WHISPER_MAX_REQUEST_THRESHOLD", 30)?;
+        let transcription = TranscriptionSettings {
+            provider_name: var("TRANSCRIPTION_PROVIDER"),
+            enable_assemblyai: parse_bool(var("ENABLE_ASSEMBLYAI_TRANSCRIPTION").as_deref()),
+            enable_runpod_whisper: parse_bool(var("ENABLE_RUNPOD_WHISPER_TRANSCRIPTION").as_deref()),
+            enable_litellm_whisper: parse_bool(var("ENABLE_LITELLM_WHISPER_TRANSCRIPTION").as_deref()),
+            assemblyai_api_key: var("ASSEMBLYAI_API_KEY"),
+            assemblyai_base_url: base_url("ASSEMBLYAI_BASE_URL").unwrap_or_else(|| DEFAULT_ASSEMBLYAI_BASE_URL.into()),
+            runpod_whisper_api_key: var("RUNPOD_WHISPER_API_KEY"),
+            runpod_whisper_base_url: base_url("RUNPOD_WHISPER_BASE_URL"),
+            runpod_whisper_priority_base_url: base_url("RUNPOD_WHISPER_PRIORITY_BASE_URL"),
+            runpod_whisper_max_request_threshold: u32::try_from(threshold).map_err(|_| ConfigError::Invalid {
+                name: "RUNPOD_WHISPER_MAX_REQUEST_THRESHOLD",
+                reason: format!("{threshold} is too large"),
+            })?,
+            litellm_whisper_api_key: var("LITELLM_WHISPER_API_KEY"),
+            litellm_whisper_model: var("LITELLM_WHISPER_MODEL"),
+            litellm_whisper_url: base_url("LITELLM_WHISPER_URL"),
+            litellm_whisper_api_version: var("LITELLM_WHISPER_API_VERSION").unwrap_or_else(|| "2024-06-01".into()),
+        };
+
         Ok(Settings {
             store,
             s3,
@@ -202,6 +361,7 @@ impl Settings {
                 directus_token: var("DIRECTUS_TOKEN_SSM_PARAMETER"),
                 directus_secret: var("DIRECTUS_SECRET_SSM_PARAMETER"),
             },
+            transcription,
             runpod_diarization: parse_bool(var("ENABLE_RUNPOD_DIARIZATION").as_deref()),
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),
@@ -218,6 +378,11 @@ impl Settings {
                 "AUDIO_QUEUE_URL" => self.queues.audio_queue_url.is_some(),
                 "NETWORK_QUEUE_URL" => self.queues.network_queue_url.is_some(),
                 "DIRECTUS_SECRET" => self.auth.directus_secret.is_some(),
+                // The provider (§5.1) and its keys; the error names what is wrong.
+                "TRANSCRIPTION_PROVIDER" => {
+                    self.transcription.require()?;
+                    true
+                }
                 "DIRECTUS_TOKEN" => match &self.store {
                     StoreSettings::Directus { token, .. } => token.is_some(),
                     StoreSettings::Sqlite { .. } => true,
@@ -285,5 +450,85 @@ mod tests {
         assert!(matches!(s.require(&["STORAGE_S3_ENDPOINT"]), Err(ConfigError::Missing("STORAGE_S3_ENDPOINT"))));
         let d = settings(&[("ECHO_STORE", "directus")]).unwrap();
         assert!(matches!(d.require(&["DIRECTUS_TOKEN"]), Err(ConfigError::Missing("DIRECTUS_TOKEN"))));
+    }
+
+    fn provider(pairs: &[(&str, &str)]) -> Result<TranscriptionProvider, ConfigError> {
+        settings(pairs).unwrap().transcription.provider()
+    }
+
+    #[test]
+    fn transcription_provider_names_are_exact() {
+        assert_eq!(provider(&[("TRANSCRIPTION_PROVIDER", "Runpod")]).unwrap(), TranscriptionProvider::Runpod);
+        assert_eq!(provider(&[("TRANSCRIPTION_PROVIDER", "LiteLLM")]).unwrap(), TranscriptionProvider::LiteLlm);
+        assert_eq!(provider(&[("TRANSCRIPTION_PROVIDER", "AssemblyAI")]).unwrap(), TranscriptionProvider::AssemblyAi);
+        assert_eq!(provider(&[("TRANSCRIPTION_PROVIDER", "Dembrane-25-09")]).unwrap(), TranscriptionProvider::Dembrane2509);
+        assert_eq!(provider(&[("TRANSCRIPTION_PROVIDER", " Runpod ")]).unwrap(), TranscriptionProvider::Runpod, "whitespace is trimmed");
+        for bad in ["runpod", "RUNPOD", "litellm", "Assemblyai", "Dembrane", "Whisper"] {
+            let err = provider(&[("TRANSCRIPTION_PROVIDER", bad)]).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { name: "TRANSCRIPTION_PROVIDER", .. }), "{bad}: {err}");
+            assert!(err.to_string().contains("Runpod, LiteLLM, AssemblyAI, Dembrane-25-09"), "{err}");
+        }
+        for p in TranscriptionProvider::ALL {
+            assert_eq!(TranscriptionProvider::from_name(p.as_str()), Some(p));
+        }
+    }
+
+    #[test]
+    fn legacy_flags_select_in_order() {
+        let all = [
+            ("ENABLE_ASSEMBLYAI_TRANSCRIPTION", "true"),
+            ("ENABLE_RUNPOD_WHISPER_TRANSCRIPTION", "1"),
+            ("ENABLE_LITELLM_WHISPER_TRANSCRIPTION", "TRUE"),
+        ];
+        assert_eq!(provider(&all).unwrap(), TranscriptionProvider::AssemblyAi);
+        assert_eq!(provider(&all[1..]).unwrap(), TranscriptionProvider::Runpod);
+        assert_eq!(provider(&all[2..]).unwrap(), TranscriptionProvider::LiteLlm);
+        assert_eq!(provider(&[("ENABLE_ASSEMBLYAI_TRANSCRIPTION", "false"), all[2]]).unwrap(), TranscriptionProvider::LiteLlm);
+        // The explicit name wins over the flags; a bad name is not rescued by them.
+        assert_eq!(provider(&[("TRANSCRIPTION_PROVIDER", "LiteLLM"), all[0]]).unwrap(), TranscriptionProvider::LiteLlm);
+        assert!(provider(&[("TRANSCRIPTION_PROVIDER", "openai"), all[0]]).is_err());
+        // An empty name counts as unset.
+        assert_eq!(provider(&[("TRANSCRIPTION_PROVIDER", "  "), all[1]]).unwrap(), TranscriptionProvider::Runpod);
+    }
+
+    #[test]
+    fn no_transcription_provider_is_a_config_error_only_when_asked() {
+        let s = settings(&[("ENABLE_RUNPOD_WHISPER_TRANSCRIPTION", "yes")]).expect("other functions still start");
+        assert!(matches!(s.transcription.provider(), Err(ConfigError::Missing("TRANSCRIPTION_PROVIDER"))));
+        assert!(matches!(s.require(&["TRANSCRIPTION_PROVIDER"]), Err(ConfigError::Missing("TRANSCRIPTION_PROVIDER"))));
+    }
+
+    #[test]
+    fn transcription_defaults_and_keys() {
+        let t = settings(&[]).unwrap().transcription;
+        assert_eq!(t.assemblyai_base_url, "https://api.eu.assemblyai.com");
+        assert_eq!(t.runpod_whisper_max_request_threshold, 30);
+        assert_eq!(t.litellm_whisper_api_version, "2024-06-01");
+        assert!(matches!(
+            settings(&[("RUNPOD_WHISPER_MAX_REQUEST_THRESHOLD", "many")]),
+            Err(ConfigError::Invalid { name: "RUNPOD_WHISPER_MAX_REQUEST_THRESHOLD", .. })
+        ));
+
+        let s = settings(&[
+            ("TRANSCRIPTION_PROVIDER", "Runpod"),
+            ("RUNPOD_WHISPER_API_KEY", "rp"),
+            ("RUNPOD_WHISPER_BASE_URL", "https://api.runpod.ai/v2/normal/"),
+            ("RUNPOD_WHISPER_MAX_REQUEST_THRESHOLD", "5"),
+        ])
+        .unwrap();
+        assert_eq!(s.transcription.runpod_whisper_base_url.as_deref(), Some("https://api.runpod.ai/v2/normal"));
+        assert_eq!(s.transcription.runpod_whisper_max_request_threshold, 5);
+        assert!(matches!(s.transcription.require(), Err(ConfigError::Missing("RUNPOD_WHISPER_PRIORITY_BASE_URL"))));
+
+        let s =
+            settings(&[("TRANSCRIPTION_PROVIDER", "LiteLLM"), ("LITELLM_WHISPER_API_KEY", "k"), ("LITELLM_WHISPER_MODEL", "whisper-1")])
+                .unwrap();
+        assert!(matches!(s.require(&["TRANSCRIPTION_PROVIDER"]), Err(ConfigError::Missing("LITELLM_WHISPER_URL"))));
+
+        let s = settings(&[("ENABLE_ASSEMBLYAI_TRANSCRIPTION", "1"), ("ASSEMBLYAI_API_KEY", "aai")]).unwrap();
+        assert_eq!(s.transcription.require().unwrap(), TranscriptionProvider::AssemblyAi);
+        assert!(s.require(&["TRANSCRIPTION_PROVIDER"]).is_ok());
+        let s = settings(&[("TRANSCRIPTION_PROVIDER", "Dembrane-25-09")]).unwrap();
+        assert!(matches!(s.transcription.require(), Err(ConfigError::Missing("ASSEMBLYAI_API_KEY"))));
     }
 }

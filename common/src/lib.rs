@@ -20,6 +20,7 @@ pub mod store;
 pub mod summary;
 pub mod tasks;
 pub mod tokens;
+pub mod transcribe;
 
 pub use error::{ApiError, Dependency};
 pub use offload::offload;
