@@ -157,6 +157,22 @@ pub async fn concat_to_mp3(inputs: &[PathBuf], output: &Path) -> Result<(), Audi
     Ok(())
 }
 
+/// Cuts `[start, start + length)` seconds of `input` into a new mp3.
+pub async fn cut_mp3(input: &Path, start: f64, length: f64, output: &Path) -> Result<(), AudioError> {
+    let mut cmd = tool("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-ss", &format!("{start:.3}"), "-t", &format!("{length:.3}"), "-i"])
+        .arg(input)
+        .args(["-map", "0:a:0"])
+        .args(MP3_ARGS)
+        .arg("-y")
+        .arg(output);
+    let out = run(cmd, "ffmpeg").await?;
+    if !out.status.success() {
+        return Err(AudioError::Ffmpeg(tail(&out.stderr)));
+    }
+    Ok(())
+}
+
 /// Makes a test tone with ffmpeg's own generator (tests and benchmarks bring no fixtures).
 pub async fn generate_tone(output: &Path, seconds: f64, frequency: u32, codec_args: &[&str]) -> Result<(), AudioError> {
     let mut cmd = tool("ffmpeg");

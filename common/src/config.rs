@@ -40,6 +40,10 @@ pub struct QueueSettings {
     pub network_queue_url: Option<String>,
     /// SQS endpoint override (a local SQS-protocol server); AWS's own when unset.
     pub sqs_endpoint: Option<String>,
+    pub audio_dlq_url: Option<String>,
+    pub network_dlq_url: Option<String>,
+    /// Attempts before the final-failure action; equals the redrive `maxReceiveCount`.
+    pub task_max_attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +296,9 @@ impl Settings {
             audio_queue_url: var("AUDIO_QUEUE_URL"),
             network_queue_url: var("NETWORK_QUEUE_URL"),
             sqs_endpoint: var("SQS_ENDPOINT_URL"),
+            audio_dlq_url: var("AUDIO_DLQ_URL"),
+            network_dlq_url: var("NETWORK_DLQ_URL"),
+            task_max_attempts: number("TASK_MAX_ATTEMPTS", 5)?.max(1) as u32,
         };
 
         let api = ApiSettings {
@@ -377,6 +384,8 @@ impl Settings {
                 "STORAGE_S3_ENDPOINT" => self.s3.endpoint.is_some(),
                 "AUDIO_QUEUE_URL" => self.queues.audio_queue_url.is_some(),
                 "NETWORK_QUEUE_URL" => self.queues.network_queue_url.is_some(),
+                "AUDIO_DLQ_URL" => self.queues.audio_dlq_url.is_some(),
+                "NETWORK_DLQ_URL" => self.queues.network_dlq_url.is_some(),
                 "DIRECTUS_SECRET" => self.auth.directus_secret.is_some(),
                 // The provider (§5.1) and its keys; the error names what is wrong.
                 "TRANSCRIPTION_PROVIDER" => {

@@ -12,6 +12,7 @@ pub mod http;
 pub mod llm;
 pub mod merge;
 pub mod offload;
+pub mod pipeline;
 pub mod prompts;
 pub mod rag;
 pub mod secrets;
@@ -21,6 +22,7 @@ pub mod summary;
 pub mod tasks;
 pub mod tokens;
 pub mod transcribe;
+pub mod worker;
 
 pub use error::{ApiError, Dependency};
 pub use offload::offload;

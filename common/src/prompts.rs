@@ -10,6 +10,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("get_reply_brainstorm.en", include_str!("../prompts/get_reply_brainstorm.en.jinja")),
     ("generate_conversation_summary.en", include_str!("../prompts/generate_conversation_summary.en.jinja")),
     ("system_report.en", include_str!("../prompts/system_report.en.jinja")),
+    ("default_whisper_prompt.en", include_str!("../prompts/default_whisper_prompt.en.jinja")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -282,21 +282,148 @@ pub struct QueuedTask {
     pub not_before: DateTime<Utc>,
 }
 
-/// echo-local's queue: keeps every message (as its JSON body, the same bytes SQS would carry)
-/// for the workers to take.
-#[derive(Default, Clone)]
+/// A message the in-process queue gave up on, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub queue: Queue,
+    pub body: String,
+    pub task: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    id: String,
+    queue: Queue,
+    body: String,
+    not_before: DateTime<Utc>,
+    receive_count: u32,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Every message ever published, oldest first.
+    history: Vec<QueuedTask>,
+    pending: Vec<Pending>,
+    dead: Vec<DeadLetter>,
+    next_id: u64,
+}
+
+/// echo-local's queue: the same message bodies SQS would carry, delivered to the same worker
+/// handlers as one-record SQS events, with retries (the SQS backoff, scaled by `retry_scale`)
+/// and a dead-letter list.
+#[derive(Clone)]
 pub struct InProcessQueue {
-    messages: Arc<Mutex<Vec<QueuedTask>>>,
+    state: Arc<Mutex<QueueState>>,
+    retry_scale: f64,
+}
+
+impl Default for InProcessQueue {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl InProcessQueue {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_retry_scale(1.0)
+    }
+
+    /// Retries wait `scale` × SQS's backoff (0 retries at once; tests use that).
+    pub fn with_retry_scale(scale: f64) -> Self {
+        InProcessQueue { state: Arc::default(), retry_scale: scale }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every message published so far, oldest first.
     pub fn snapshot(&self) -> Vec<QueuedTask> {
-        self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lock().history.clone()
+    }
+
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.lock().dead.clone()
+    }
+
+    /// Messages waiting (due or delayed).
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Delivers every due message of `runner`'s queue once, as one SQS event; how many.
+    pub async fn deliver_due(&self, runner: &dyn crate::worker::TaskRunner, max_attempts: u32) -> usize {
+        use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+        let now = Utc::now();
+        let due: Vec<Pending> = {
+            let mut state = self.lock();
+            let (due, rest): (Vec<Pending>, Vec<Pending>) =
+                std::mem::take(&mut state.pending).into_iter().partition(|p| p.queue == runner.queue() && p.not_before <= now);
+            state.pending = rest;
+            due
+        };
+        if due.is_empty() {
+            return 0;
+        }
+        let mut event = SqsEvent::default();
+        for p in &due {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(p.id.clone());
+            record.receipt_handle = Some(p.id.clone());
+            record.body = Some(p.body.clone());
+            record.attributes.insert("ApproximateReceiveCount".into(), (p.receive_count + 1).to_string());
+            event.records.push(record);
+        }
+        let ops = InProcessOps { queue: self.clone(), kind: runner.queue(), delays: Mutex::default() };
+        let response = crate::worker::handle_batch(runner, &ops, event, max_attempts, None).await;
+        let delays = ops.delays.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
+        for failure in response.batch_item_failures {
+            if let Some(p) = due.iter().find(|p| p.id == failure.item_identifier) {
+                let delay = delays.get(&p.id).copied().unwrap_or_default().mul_f64(self.retry_scale);
+                let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                state.pending.push(Pending { receive_count: p.receive_count + 1, not_before, ..p.clone() });
+            }
+        }
+        due.len()
+    }
+
+    /// Delivers due messages to the runners until none is due (delayed ones stay); at most
+    /// `rounds` rounds.
+    pub async fn run_until_idle(&self, runners: &[&dyn crate::worker::TaskRunner], max_attempts: u32, rounds: usize) -> usize {
+        let mut delivered = 0;
+        for _ in 0..rounds {
+            let mut this_round = 0;
+            for runner in runners {
+                this_round += self.deliver_due(*runner, max_attempts).await;
+            }
+            if this_round == 0 {
+                break;
+            }
+            delivered += this_round;
+        }
+        delivered
+    }
+}
+
+struct InProcessOps {
+    queue: InProcessQueue,
+    kind: Queue,
+    delays: Mutex<std::collections::HashMap<String, Duration>>,
+}
+
+#[async_trait]
+impl crate::worker::QueueOps for InProcessOps {
+    async fn dead_letter(&self, body: &str, task: &str, error: &str) -> Result<(), String> {
+        tracing::error!(task, error, "in-process dead letter");
+        self.queue.lock().dead.push(DeadLetter { queue: self.kind, body: body.into(), task: task.into(), error: error.into() });
+        Ok(())
+    }
+
+    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+        self.delays.lock().unwrap_or_else(|p| p.into_inner()).insert(receipt_handle.to_string(), delay);
+        Ok(())
     }
 }
 
@@ -309,7 +436,11 @@ impl TaskPublisher for InProcessQueue {
         let body = TaskMessage::new(task).to_json();
         tracing::info!(task = name, ?queue, delay_s = delay.as_secs(), %body, "task queued in process");
         let not_before = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        self.messages.lock().unwrap_or_else(|p| p.into_inner()).push(QueuedTask { queue, body, not_before });
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = format!("local-{}", state.next_id);
+        state.history.push(QueuedTask { queue, body: body.clone(), not_before });
+        state.pending.push(Pending { id, queue, body, not_before, receive_count: 0 });
         Ok(())
     }
 }

@@ -1,0 +1,149 @@
+//! Steps the workers share: the completion trigger (processing.md §3.5), the finish hook
+//! (§3.4), and `processing_status` rows (§1.5, best-effort).
+
+use std::time::{Duration, Instant};
+
+use crate::Services;
+use crate::store::{ConversationPatch, NewProcessingStatus, StoreError};
+use crate::tasks::{PublishError, Task};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl From<PipelineError> for crate::worker::TaskError {
+    fn from(err: PipelineError) -> Self {
+        match err {
+            PipelineError::Store(e) => e.into(),
+            PipelineError::Publish(e) => e.into(),
+        }
+    }
+}
+
+/// After a chunk got its transcript or error: if the conversation is finished and nothing is
+/// pending any more, queue the finish hook.
+pub async fn completion_trigger(services: &Services, conversation_id: &str) -> Result<(), PipelineError> {
+    let Some(conversation) = services.store.get_conversation(conversation_id).await? else { return Ok(()) };
+    if conversation.is_finished != Some(true) {
+        return Ok(());
+    }
+    let c = services.store.chunk_counts(conversation_id).await?;
+    if c.total == c.error + c.ok {
+        services.tasks.publish(Task::FinishConversationHook { conversation_id: conversation_id.into() }, Duration::ZERO).await?;
+    }
+    Ok(())
+}
+
+/// What the finish hook did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Gone,
+    /// Chunks are still being processed; a later completion re-runs the hook.
+    Pending(u64),
+    Finalized,
+}
+
+/// `task_finish_conversation_hook`: mark finished; when nothing is pending, queue merge and
+/// summary (and ETL when RAG is on), then mark all chunks transcribed. Re-runnable.
+pub async fn finish_conversation(services: &Services, conversation_id: &str, rag_enabled: bool) -> Result<Finish, PipelineError> {
+    let store = &services.store;
+    let Some(conversation) = store.get_conversation(conversation_id).await? else { return Ok(Finish::Gone) };
+    if conversation.is_finished != Some(true) {
+        store.update_conversation(conversation_id, ConversationPatch { is_finished: Some(true), ..Default::default() }).await?;
+    }
+    let c = store.chunk_counts(conversation_id).await?;
+    let pending = c.total.saturating_sub(c.error + c.ok);
+    if pending > 0 {
+        return Ok(Finish::Pending(pending));
+    }
+    // In this order, so a crash between steps never loses a follow-up.
+    services.tasks.publish(Task::MergeConversationChunks { conversation_id: conversation_id.into() }, Duration::ZERO).await?;
+    services.tasks.publish(Task::SummarizeConversation { conversation_id: conversation_id.into() }, Duration::ZERO).await?;
+    if rag_enabled {
+        match store.get_project(&conversation.project_id).await {
+            Ok(Some(p)) if p.is_enhanced_audio_processing_enabled == Some(true) => {
+                let task = Task::RunEtlPipeline { conversation_id: conversation_id.into(), segment_id: None, continuation: 0 };
+                services.tasks.publish(task, Duration::ZERO).await?;
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "reading the project's RAG flag failed; no ETL"),
+        }
+    }
+    if conversation.is_all_chunks_transcribed != Some(true) {
+        store
+            .update_conversation(conversation_id, ConversationPatch { is_all_chunks_transcribed: Some(true), ..Default::default() })
+            .await?;
+    }
+    Ok(Finish::Finalized)
+}
+
+/// The ids a `processing_status` row carries.
+#[derive(Debug, Clone, Default)]
+pub struct StatusIds {
+    pub conversation_id: Option<String>,
+    pub conversation_chunk_id: Option<String>,
+    pub project_id: Option<String>,
+    pub project_analysis_run_id: Option<String>,
+}
+
+/// A step's `.started` row; `finish` writes `.completed` or `.failed`. Never fails the task.
+pub struct StatusStep<'a> {
+    services: &'a Services,
+    prefix: &'static str,
+    message: String,
+    ids: StatusIds,
+    parent: Option<i64>,
+    started: Instant,
+}
+
+impl<'a> StatusStep<'a> {
+    pub async fn start(services: &'a Services, prefix: &'static str, message: String, ids: StatusIds) -> StatusStep<'a> {
+        let parent = write(services, format!("{prefix}.started"), Some(message.clone()), None, None, &ids).await;
+        StatusStep { services, prefix, message, ids, parent, started: Instant::now() }
+    }
+
+    pub async fn finish(self, result: Result<(), &str>) {
+        let ms = self.started.elapsed().as_millis() as i64;
+        let (event, message) = match result {
+            Ok(()) => (format!("{}.completed", self.prefix), self.message.clone()),
+            Err(error) => (format!("{}.failed", self.prefix), format!("{} -\n {error}", self.message)),
+        };
+        write(self.services, event, Some(message), Some(ms), self.parent, &self.ids).await;
+    }
+}
+
+async fn write(
+    services: &Services,
+    event: String,
+    message: Option<String>,
+    duration_ms: Option<i64>,
+    parent: Option<i64>,
+    ids: &StatusIds,
+) -> Option<i64> {
+    let row = NewProcessingStatus {
+        event,
+        message,
+        duration_ms,
+        parent,
+        conversation_id: ids.conversation_id.clone(),
+        conversation_chunk_id: ids.conversation_chunk_id.clone(),
+        project_id: ids.project_id.clone(),
+        project_analysis_run_id: ids.project_analysis_run_id.clone(),
+    };
+    match services.store.create_processing_status(row).await {
+        Ok(id) => Some(id),
+        Err(err) => {
+            tracing::warn!(%err, "processing_status write failed");
+            None
+        }
+    }
+}
+
+/// A single status row (for a record that is not a step, like "no provider configured").
+pub async fn record_status(services: &Services, event: String, message: String, ids: StatusIds) {
+    write(services, event, Some(message), None, None, &ids).await;
+}

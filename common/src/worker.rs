@@ -1,0 +1,323 @@
+//! How a worker treats an SQS batch (processing.md §1.3): every record on its own, inside a
+//! panic boundary; success and skips are acknowledged; terminal failures run the task's
+//! final-failure action, go to the dead-letter queue with the reason, and are acknowledged;
+//! transient failures are reported as batch item failures with a growing visibility timeout,
+//! until the last attempt, which is handled as terminal.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::FutureExt;
+
+use crate::tasks::{Queue, Task, TaskMessage};
+
+/// How a task ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Completed,
+    /// Nothing to do: gone, already done, or switched off.
+    Skipped(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// Worth another try later: an outage, a timeout, a 429 or 5xx.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Can never succeed: bad input, a refused request, missing configuration.
+    #[error("terminal: {0}")]
+    Terminal(String),
+}
+
+impl TaskError {
+    pub fn transient(reason: impl std::fmt::Display) -> Self {
+        TaskError::Transient(reason.to_string())
+    }
+    pub fn terminal(reason: impl std::fmt::Display) -> Self {
+        TaskError::Terminal(reason.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for TaskError {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::Invalid { .. } => TaskError::terminal(err),
+            other => TaskError::transient(other),
+        }
+    }
+}
+
+impl From<crate::blob::BlobError> for TaskError {
+    fn from(err: crate::blob::BlobError) -> Self {
+        match err {
+            crate::blob::BlobError::Config(_) => TaskError::terminal(err),
+            other => TaskError::transient(other),
+        }
+    }
+}
+
+impl From<crate::tasks::PublishError> for TaskError {
+    fn from(err: crate::tasks::PublishError) -> Self {
+        TaskError::transient(err)
+    }
+}
+
+impl From<crate::llm::LlmError> for TaskError {
+    fn from(err: crate::llm::LlmError) -> Self {
+        match err {
+            crate::llm::LlmError::Unavailable(_) => TaskError::transient(err),
+            other => TaskError::terminal(other),
+        }
+    }
+}
+
+impl From<crate::offload::OffloadError> for TaskError {
+    fn from(err: crate::offload::OffloadError) -> Self {
+        TaskError::transient(err)
+    }
+}
+
+/// One delivery of a message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receive_count: u32,
+    pub max_attempts: u32,
+    /// When the invocation must be done (Lambda's deadline), if known.
+    pub deadline: Option<Instant>,
+}
+
+impl Delivery {
+    pub fn is_last_attempt(&self) -> bool {
+        self.receive_count >= self.max_attempts
+    }
+
+    /// Whether a step estimated to take `estimate` still fits, with 30 s to spare.
+    pub fn has_time_for(&self, estimate: Duration) -> bool {
+        self.deadline.is_none_or(|d| Instant::now() + estimate + Duration::from_secs(30) <= d)
+    }
+}
+
+/// The tasks of one queue.
+#[async_trait]
+pub trait TaskRunner: Send + Sync {
+    fn queue(&self) -> Queue;
+    async fn run(&self, task: &Task, delivery: &Delivery) -> Result<Done, TaskError>;
+    /// The final-failure action: record the failure where the task says (a chunk's `error`, a
+    /// `processing_status` row). Runs after a terminal error and after the last transient one.
+    async fn give_up(&self, task: &Task, reason: &str);
+}
+
+/// The queue operations a failure needs.
+#[async_trait]
+pub trait QueueOps: Send + Sync {
+    /// A copy of a message that can never succeed, with why.
+    async fn dead_letter(&self, body: &str, task: &str, error: &str) -> Result<(), String>;
+    /// When a retried message becomes visible again.
+    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), String>;
+}
+
+/// `min(900, 15 × 2^(n−1))` seconds after the n-th failed delivery.
+pub fn backoff(receive_count: u32) -> Duration {
+    let exponent = receive_count.saturating_sub(1).min(10);
+    Duration::from_secs((15u64 << exponent).min(900))
+}
+
+/// Handles every record; the response names only those to retry.
+pub async fn handle_batch(
+    runner: &dyn TaskRunner,
+    ops: &dyn QueueOps,
+    event: SqsEvent,
+    max_attempts: u32,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let receive_count = record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
+        let delivery = Delivery { message_id: id.clone(), receive_count, max_attempts, deadline };
+        let span = tracing::info_span!("task", message_id = %id, receive_count);
+        let failed = tracing::Instrument::instrument(handle_record(runner, ops, &record, &delivery), span).await;
+        if failed && !id.is_empty() {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// True when the record must be retried.
+async fn handle_record(runner: &dyn TaskRunner, ops: &dyn QueueOps, record: &SqsMessage, delivery: &Delivery) -> bool {
+    let body = record.body.as_deref().unwrap_or_default();
+    let message = match TaskMessage::parse(body) {
+        Ok(m) if m.task.queue() == runner.queue() => m,
+        Ok(m) => return terminal(ops, body, m.task.name(), &format!("task belongs to the {:?} queue", m.task.queue())).await,
+        Err(err) => return terminal(ops, body, "unparseable", &err.to_string()).await,
+    };
+    let name = message.task.name();
+    let started = Instant::now();
+    let outcome = std::panic::AssertUnwindSafe(runner.run(&message.task, delivery)).catch_unwind().await;
+    let outcome = outcome.unwrap_or_else(|panic| {
+        let reason = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+        Err(TaskError::transient(format!("panicked: {}", reason.unwrap_or_default())))
+    });
+    let ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(Done::Completed) => {
+            tracing::info!(task = name, ms, "task completed");
+            false
+        }
+        Ok(Done::Skipped(why)) => {
+            tracing::info!(task = name, ms, %why, "task skipped");
+            false
+        }
+        Err(TaskError::Transient(reason)) if !delivery.is_last_attempt() => {
+            let delay = backoff(delivery.receive_count);
+            tracing::warn!(task = name, ms, %reason, retry_in_s = delay.as_secs(), "task failed; will retry");
+            if let Err(err) = ops.retry_after(record.receipt_handle.as_deref().unwrap_or_default(), delay).await {
+                tracing::warn!(%err, "could not set the retry delay; the queue's visibility timeout applies");
+            }
+            true
+        }
+        Err(TaskError::Transient(reason) | TaskError::Terminal(reason)) => {
+            runner.give_up(&message.task, &reason).await;
+            terminal(ops, body, name, &reason).await
+        }
+    }
+}
+
+/// Parks a message in the dead-letter queue; if even that fails, SQS's redrive will.
+async fn terminal(ops: &dyn QueueOps, body: &str, task: &str, reason: &str) -> bool {
+    tracing::error!(task, %reason, "task failed for good");
+    match ops.dead_letter(body, task, reason).await {
+        Ok(()) => false,
+        Err(err) => {
+            tracing::error!(%err, "could not dead-letter the message; leaving it to the queue's redrive");
+            true
+        }
+    }
+}
+
+/// The SQS side of a Lambda worker: the dead-letter queue and the retry delay.
+pub struct SqsQueueOps {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+#[async_trait]
+impl QueueOps for SqsQueueOps {
+    async fn dead_letter(&self, body: &str, task: &str, error: &str) -> Result<(), String> {
+        let attribute = |v: &str| {
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v.chars().take(1000).collect::<String>())
+                .build()
+        };
+        self.client
+            .send_message()
+            .queue_url(&self.dlq_url)
+            .message_body(if body.is_empty() { "(empty)" } else { body })
+            .message_attributes("task", attribute(task).map_err(|e| e.to_string())?)
+            .message_attributes("error", attribute(error).map_err(|e| e.to_string())?)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+    }
+
+    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay.as_secs() as i32)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+    }
+}
+
+/// One receive from an SQS queue, handled as Lambda's event source mapping would: a batch in,
+/// the successful and acknowledged records deleted. For running workers against SQS (or an
+/// SQS-protocol server) outside Lambda.
+pub async fn poll_sqs_once(runner: &dyn TaskRunner, ops: &SqsQueueOps, max_attempts: u32, wait: Duration) -> Result<usize, String> {
+    let received = ops
+        .client
+        .receive_message()
+        .queue_url(&ops.queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait.as_secs() as i32)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await
+        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
+    let messages = received.messages.unwrap_or_default();
+    let mut event = SqsEvent::default();
+    let mut handles = std::collections::HashMap::new();
+    for m in &messages {
+        let mut record = SqsMessage::default();
+        record.message_id = m.message_id.clone();
+        record.receipt_handle = m.receipt_handle.clone();
+        record.body = m.body.clone();
+        if let Some(attrs) = &m.attributes {
+            for (k, v) in attrs {
+                record.attributes.insert(k.as_str().to_string(), v.clone());
+            }
+        }
+        handles.insert(m.message_id.clone().unwrap_or_default(), m.receipt_handle.clone().unwrap_or_default());
+        event.records.push(record);
+    }
+    let response = handle_batch(runner, ops, event, max_attempts, None).await;
+    let failed: std::collections::HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    for (id, handle) in handles {
+        if !failed.contains(&id) {
+            ops.client.delete_message().queue_url(&ops.queue_url).receipt_handle(handle).send().await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(messages.len())
+}
+
+/// Runs a worker as an SQS-triggered Lambda: each invocation's batch through `handle_batch`,
+/// failures reported per record (`ReportBatchItemFailures`).
+pub async fn run_lambda<R: TaskRunner + 'static>(runner: R, settings: &crate::config::Settings) -> Result<(), lambda_runtime::Error> {
+    let (queue_url, dlq_url) = match runner.queue() {
+        Queue::Audio => (settings.queues.audio_queue_url.clone(), settings.queues.audio_dlq_url.clone()),
+        Queue::Network => (settings.queues.network_queue_url.clone(), settings.queues.network_dlq_url.clone()),
+    };
+    let (Some(queue_url), Some(dlq_url)) = (queue_url, dlq_url) else {
+        return Err("the worker's queue and dead-letter queue URLs must be set".into());
+    };
+    let client = crate::tasks::SqsPublisher::client(&settings.s3.region, settings.queues.sqs_endpoint.as_deref(), None).await;
+    let ops = std::sync::Arc::new(SqsQueueOps { client, queue_url, dlq_url });
+    let runner = std::sync::Arc::new(runner);
+    let max_attempts = settings.queues.task_max_attempts;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+        let (runner, ops) = (runner.clone(), ops.clone());
+        async move {
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            Ok::<_, lambda_runtime::Error>(handle_batch(runner.as_ref(), ops.as_ref(), event.payload, max_attempts, Some(deadline)).await)
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_fifteen_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(15));
+        assert_eq!(backoff(2), Duration::from_secs(30));
+        assert_eq!(backoff(4), Duration::from_secs(120));
+        assert_eq!(backoff(9), Duration::from_secs(900));
+        assert_eq!(backoff(40), Duration::from_secs(900));
+    }
+}

@@ -1,0 +1,68 @@
+//! The `audio` queue (ECHO's `cpu` queue): chunk processing (convert, split, fan out
+//! transcription) and merges (processing.md §4).
+
+use async_trait::async_trait;
+use common::Services;
+use common::tasks::{Queue, Task};
+use common::worker::{Delivery, Done, TaskError, TaskRunner};
+
+mod chunk;
+
+pub struct AudioWorker {
+    pub services: Services,
+}
+
+impl AudioWorker {
+    pub fn new(services: Services) -> Self {
+        AudioWorker { services }
+    }
+}
+
+#[async_trait]
+impl TaskRunner for AudioWorker {
+    fn queue(&self) -> Queue {
+        Queue::Audio
+    }
+
+    async fn run(&self, task: &Task, delivery: &Delivery) -> Result<Done, TaskError> {
+        match task {
+            Task::ProcessConversationChunk { chunk_id, use_pii_redaction } => {
+                chunk::process(&self.services, chunk_id, *use_pii_redaction, delivery).await
+            }
+            Task::MergeConversationChunks { conversation_id } => merge(&self.services, conversation_id).await,
+            other => Err(TaskError::terminal(format!("{} does not belong to the audio queue", other.name()))),
+        }
+    }
+
+    async fn give_up(&self, task: &Task, reason: &str) {
+        if let Task::ProcessConversationChunk { chunk_id, .. } = task {
+            chunk::record_failure(&self.services, chunk_id, reason).await;
+        }
+    }
+}
+
+/// `task_merge_conversation_chunks`: the merge routine; nothing to merge is a skip (D52).
+async fn merge(services: &Services, conversation_id: &str) -> Result<Done, TaskError> {
+    use common::merge::{MergeError, merge_conversation};
+    use common::pipeline::{StatusIds, StatusStep};
+    if services.store.get_conversation(conversation_id).await?.is_none() {
+        return Ok(Done::Skipped("conversation is gone".into()));
+    }
+    let ids = StatusIds { conversation_id: Some(conversation_id.into()), ..Default::default() };
+    let step = StatusStep::start(services, "task_merge_conversation_chunks", format!("for conversation {conversation_id}"), ids).await;
+    let result = merge_conversation(services, conversation_id).await;
+    let outcome = match result {
+        Ok(merged) => {
+            tracing::info!(conversation_id, url = %merged.url, duration = merged.duration, "conversation merged");
+            Ok(Done::Completed)
+        }
+        Err(MergeError::NoChunks) => Ok(Done::Skipped("no chunks".into())),
+        Err(MergeError::NoContent) => Ok(Done::Skipped("no audio chunk".into())),
+        Err(MergeError::Failed(reason)) => Err(TaskError::Terminal(reason)),
+        Err(MergeError::Store(e)) => Err(e.into()),
+        Err(MergeError::Blob(e)) => Err(e.into()),
+    };
+    let reason = outcome.as_ref().err().map(ToString::to_string);
+    step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+    outcome
+}

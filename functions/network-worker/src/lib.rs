@@ -1,0 +1,141 @@
+//! The `network` queue: transcription, the finish hook, summaries, the collector and the
+//! deletion tasks (processing.md §2).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use common::Services;
+use common::cleanup::{self, Cleanup};
+use common::llm::LlmClient;
+use common::pipeline::{self, Finish, StatusIds, StatusStep};
+use common::store::ConversationPatch;
+use common::tasks::{Queue, Task};
+use common::worker::{Delivery, Done, TaskError, TaskRunner};
+
+mod transcribe;
+
+/// How far back collector pass B looks (`COLLECTOR_REDRIVE_HOURS`).
+const REDRIVE_HOURS: i64 = 24;
+const IDLE_MINUTES: i64 = 5;
+
+pub struct NetworkWorker {
+    pub services: Services,
+    pub llm: LlmClient,
+}
+
+impl NetworkWorker {
+    pub fn new(services: Services) -> Self {
+        NetworkWorker { llm: LlmClient::from_settings(&services.settings), services }
+    }
+}
+
+#[async_trait]
+impl TaskRunner for NetworkWorker {
+    fn queue(&self) -> Queue {
+        Queue::Network
+    }
+
+    async fn run(&self, task: &Task, delivery: &Delivery) -> Result<Done, TaskError> {
+        let services = &self.services;
+        match task {
+            Task::TranscribeChunk { conversation_chunk_id, provider_job_id, continuation, .. } => {
+                transcribe::run(services, conversation_chunk_id, provider_job_id.as_deref(), *continuation, task, delivery).await
+            }
+            Task::FinishConversationHook { conversation_id } => {
+                match pipeline::finish_conversation(services, conversation_id, false).await? {
+                    Finish::Gone => Ok(Done::Skipped("conversation is gone".into())),
+                    Finish::Pending(n) => Ok(Done::Skipped(format!("{n} chunks still pending"))),
+                    Finish::Finalized => Ok(Done::Completed),
+                }
+            }
+            Task::SummarizeConversation { conversation_id } => self.summarize(conversation_id).await,
+            Task::CollectAndFinishUnfinishedConversations {} => collect(services).await,
+            Task::DeleteConversationArtifacts { conversation_id, segment_ids } => {
+                match cleanup::delete_conversation_artifacts(services, None, conversation_id, segment_ids).await {
+                    Ok(Cleanup::Done { .. }) => Ok(Done::Completed),
+                    Ok(Cleanup::StillReferenced) => Err(TaskError::transient("the conversation still exists")),
+                    Err(err) => Err(TaskError::transient(err)),
+                }
+            }
+            Task::DeleteStorageObjects { keys, prefixes, chunk_id } => {
+                match cleanup::delete_storage_objects(services, keys, prefixes, chunk_id.as_deref()).await {
+                    Ok(Cleanup::Done { .. }) => Ok(Done::Completed),
+                    Ok(Cleanup::StillReferenced) => Err(TaskError::transient("the chunk still exists")),
+                    Err(err) => Err(TaskError::transient(err)),
+                }
+            }
+            // RAG, the topic modeler and RunPod are optional services; requested without them,
+            // the task cannot succeed (processing.md §1.3).
+            Task::RunEtlPipeline { .. } => Err(TaskError::terminal("RAG is not configured (no LightRAG server)")),
+            Task::CreateProjectLibrary { .. } | Task::CreateView { .. } => {
+                Err(TaskError::terminal("the topic modeler is not available in this build (RUNPOD_TOPIC_MODELER_URL)"))
+            }
+            Task::UpdateRunpodTranscriptionResponse {} | Task::ProcessRunpodChunkResponse { .. } => {
+                Ok(Done::Skipped("RunPod polling is not available in this build".into()))
+            }
+            Task::GetRunpodDiarization { .. } => Ok(Done::Skipped("diarization is not available in this build".into())),
+            other => Err(TaskError::terminal(format!("{} does not belong to the network queue", other.name()))),
+        }
+    }
+
+    async fn give_up(&self, task: &Task, reason: &str) {
+        match task {
+            Task::TranscribeChunk { conversation_chunk_id, .. } => {
+                transcribe::record_failure(&self.services, conversation_chunk_id, reason).await
+            }
+            Task::RunEtlPipeline { conversation_id, .. } => {
+                let patch = ConversationPatch { is_audio_processing_finished: Some(true), ..Default::default() };
+                if let Err(err) = self.services.store.update_conversation(conversation_id, patch).await {
+                    tracing::error!(%err, conversation_id, "could not mark the ETL as given up");
+                }
+            }
+            other => tracing::error!(task = other.name(), reason, "given up"),
+        }
+    }
+}
+
+impl NetworkWorker {
+    /// `task_summarize_conversation`: once per conversation; an empty transcript writes nothing.
+    async fn summarize(&self, conversation_id: &str) -> Result<Done, TaskError> {
+        let services = &self.services;
+        let Some(conversation) = services.store.get_conversation(conversation_id).await? else {
+            return Ok(Done::Skipped("conversation is gone".into()));
+        };
+        if conversation.summary.is_some() {
+            return Ok(Done::Skipped("already summarised".into()));
+        }
+        let language = services.store.get_project(&conversation.project_id).await?.and_then(|p| p.language).unwrap_or_else(|| "en".into());
+        let ids = StatusIds {
+            conversation_id: Some(conversation_id.into()),
+            project_id: Some(conversation.project_id.clone()),
+            ..Default::default()
+        };
+        let step = StatusStep::start(services, "task_summarize_conversation", format!("for conversation {conversation_id}"), ids).await;
+        let result = common::summary::summarize(services, &self.llm, conversation_id, &language).await;
+        let outcome = match result {
+            Ok(Some(_)) => Ok(Done::Completed),
+            Ok(None) => Ok(Done::Skipped("empty transcript".into())),
+            Err(common::summary::SummaryError::Store(e)) => Err(e.into()),
+            Err(common::summary::SummaryError::Llm(e)) => Err(e.into()),
+            Err(common::summary::SummaryError::Prompt(e)) => Err(TaskError::terminal(e)),
+        };
+        let reason = outcome.as_ref().err().map(ToString::to_string);
+        step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+        outcome
+    }
+}
+
+/// `task_collect_and_finish_unfinished_conversations`, passes A and B (D49); pass C needs RAG.
+async fn collect(services: &Services) -> Result<Done, TaskError> {
+    let now = Utc::now();
+    let idle = services.store.idle_unfinished_conversations(now - chrono::Duration::minutes(IDLE_MINUTES)).await?;
+    let unfinalized = services.store.unfinalized_conversations(now - chrono::Duration::hours(REDRIVE_HOURS)).await?;
+    let mut queued = 0;
+    for conversation_id in idle.into_iter().chain(unfinalized) {
+        services.tasks.publish(Task::FinishConversationHook { conversation_id }, Duration::ZERO).await?;
+        queued += 1;
+    }
+    tracing::info!(queued, "collector pass done");
+    Ok(Done::Completed)
+}
