@@ -41,6 +41,11 @@ pub struct LocalOptions {
     /// Extra time every store call holds its blocking thread (tests and benchmarks).
     pub store_stall: Duration,
     pub seed_demo: bool,
+    /// Run the workers in the background (echo-local does; tests drive them with
+    /// `Local::run_tasks`).
+    pub background_workers: bool,
+    /// Retries wait this share of SQS's backoff (15 s doubling up to 900 s).
+    pub retry_scale: f64,
 }
 
 impl LocalOptions {
@@ -54,6 +59,8 @@ impl LocalOptions {
             pool: None,
             store_stall: Duration::ZERO,
             seed_demo: true,
+            background_workers: true,
+            retry_scale: 0.1,
         })
     }
 
@@ -68,6 +75,8 @@ impl LocalOptions {
             pool: None,
             store_stall: Duration::ZERO,
             seed_demo: true,
+            background_workers: false,
+            retry_scale: 0.0,
         }
     }
 }
@@ -80,7 +89,17 @@ pub struct Local {
     pub store: SharedStore,
     pub queue: InProcessQueue,
     pub state: participant::AppState,
+    pub audio_worker: Arc<audio_worker::AudioWorker>,
+    pub network_worker: Arc<network_worker::NetworkWorker>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl Local {
+    /// Delivers queued tasks to the workers until none is due (delayed ones wait); how many.
+    pub async fn run_tasks(&self) -> usize {
+        let max_attempts = self.settings.queues.task_max_attempts;
+        self.queue.run_until_idle(&[self.audio_worker.as_ref(), self.network_worker.as_ref()], max_attempts, 100).await
+    }
 }
 
 impl Drop for Local {
@@ -150,7 +169,7 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
         seed_demo_project(store.as_ref()).await?;
     }
     let blob = Blob::connect(&settings.s3).await?;
-    let queue = InProcessQueue::new();
+    let queue = InProcessQueue::with_retry_scale(options.retry_scale);
     let services = common::Services { store: store.clone(), blob, tasks: Arc::new(queue.clone()), settings: settings.clone() };
     let state = participant::AppState::new(services.clone());
 
@@ -163,7 +182,18 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
         }
     }));
 
-    Ok(Local { api_url: format!("http://{api_addr}"), s3_url, settings, store, queue, state, tasks })
+    let audio_worker = Arc::new(audio_worker::AudioWorker::new(state.services.clone()));
+    let network_worker = Arc::new(network_worker::NetworkWorker::new(state.services.clone()));
+    if options.background_workers {
+        let (queue, audio, network, max_attempts) = (queue.clone(), audio_worker.clone(), network_worker.clone(), settings.queues.task_max_attempts);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                queue.run_until_idle(&[audio.as_ref(), network.as_ref()], max_attempts, 100).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }));
+    }
+    Ok(Local { api_url: format!("http://{api_addr}"), s3_url, settings, store, queue, state, audio_worker, network_worker, tasks })
 }
 
 /// Creates the demo project and its tag unless they exist.
