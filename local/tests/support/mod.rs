@@ -295,3 +295,54 @@ impl TestApp {
     }
 }
 pub mod directus;
+
+/// A local server speaking the OpenAI `/v1/audio/transcriptions` protocol: answers every
+/// upload with `text`, recording the multipart fields it got (the file as its size).
+pub struct FakeWhisper {
+    pub url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeWhisper {
+    pub async fn start(text: &'static str) -> Self {
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/audio/transcriptions",
+                axum::routing::post(move |mut form: axum::extract::Multipart| {
+                    let seen = seen.clone();
+                    async move {
+                        let mut fields = std::collections::BTreeMap::new();
+                        while let Some(field) = form.next_field().await.unwrap() {
+                            let name = field.name().unwrap_or_default().to_string();
+                            let value = if name == "file" {
+                                format!("{} bytes", field.bytes().await.unwrap().len())
+                            } else {
+                                field.text().await.unwrap()
+                            };
+                            fields.insert(name, value);
+                        }
+                        seen.lock().unwrap().push(fields);
+                        axum::Json(json!({"text": text}))
+                    }
+                }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeWhisper { url, requests, _task: task }
+    }
+
+    /// Points the settings' transcription at this server.
+    pub fn configure(&self, settings: &mut common::config::Settings) {
+        settings.transcription.provider_name = Some("LiteLLM".into());
+        settings.transcription.litellm_whisper_url = Some(self.url.clone());
+        settings.transcription.litellm_whisper_model = Some("openai/whisper-1".into());
+        settings.transcription.litellm_whisper_api_key = Some("sk-whisper".into());
+    }
+}

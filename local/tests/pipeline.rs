@@ -1,0 +1,99 @@
+//! The whole recording pipeline on echo-local: a real recording uploaded through the
+//! participant flow, converted, transcribed by a local server speaking the OpenAI transcription
+//! protocol, finished, merged and summarised (a local chat-completions server), all through the
+//! in-process queue and the same worker handlers Lambda runs.
+
+mod support;
+
+use common::store::ChunkOrder;
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn a_recording_is_processed_end_to_end() {
+    let whisper = FakeWhisper::start("We would like a bench in the park.").await;
+    let llm = FakeLlm::start(LlmBehaviour::Reply("Participants asked for a bench in the park.".into())).await;
+    let slot = llm.slot();
+    let app = TestApp::start_with(|o| {
+        whisper.configure(&mut o.settings);
+        o.settings.llm.summary = slot;
+    })
+    .await;
+    let cid = app.initiate().await;
+
+    // The portal's upload: a webm recording (so conversion runs), straight to S3, then confirm.
+    let recording = fixture_audio("webm.webm");
+    let upload = app.upload_url(&cid, "chunk-1760616030000.webm", "audio/webm").await;
+    let (status, _) = app.browser_upload(&upload, recording.clone(), "audio/webm").await;
+    assert!((200..300).contains(&status));
+    let (status, _) = app
+        .post(
+            &format!("/api/participant/conversations/{cid}/confirm-upload"),
+            json!({"chunk_id": upload["chunk_id"], "file_url": upload["file_url"], "timestamp": "2025-10-16T12:00:30Z"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Finish before the workers ran, as the portal does.
+    assert_eq!(app.post(&format!("/api/participant/conversations/{cid}/finish"), json!(null)).await.0, 200);
+
+    let delivered = app.local.run_tasks().await;
+    assert!(delivered >= 6, "process, transcribe, finish (twice), merge, summarise: {delivered}");
+    assert!(app.local.queue.dead_letters().is_empty(), "{:?}", app.local.queue.dead_letters());
+
+    let chunks = app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].transcript.as_deref(), Some("We would like a bench in the park."));
+    assert!(chunks[0].path.as_deref().unwrap().ends_with(".mp3"), "the chunk now points at its mp3: {:?}", chunks[0].path);
+    let sent = whisper.requests.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "transcribed once");
+    assert_eq!(sent[0]["model"], "whisper-1");
+    assert_eq!(sent[0]["language"], "en");
+
+    let conversation = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
+    assert_eq!(conversation.is_finished, Some(true));
+    assert_eq!(conversation.is_all_chunks_transcribed, Some(true));
+    assert_eq!(conversation.summary.as_deref(), Some("Participants asked for a bench in the park."));
+    let merged = conversation.merged_audio_path.clone().expect("merged audio");
+    assert!(merged.contains(&format!("audio-conversations/merged-{cid}-")));
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("webm.webm");
+    std::fs::write(&original, &recording).unwrap();
+    let expected = common::audio::duration(&original).await.expect("ffprobe reads the fixture");
+    let duration = conversation.duration.unwrap();
+    assert!((duration - expected).abs() <= 0.5, "merged {duration} s, recording {expected} s");
+    assert!(llm.requests.lock().unwrap()[0]["messages"][0]["content"].as_str().unwrap().contains("We would like a bench in the park."));
+
+    // Running everything again changes nothing: no new transcription, summary or merge.
+    app.post(&format!("/api/participant/conversations/{cid}/finish"), json!(null)).await;
+    app.local.run_tasks().await;
+    assert_eq!(whisper.requests.lock().unwrap().len(), 1);
+    assert_eq!(llm.request_count(), 1);
+    assert_eq!(app.local.state.blob.list("audio-conversations/").await.unwrap().len(), 1);
+    assert_eq!(app.local.store.get_conversation(&cid).await.unwrap().unwrap().merged_audio_path, Some(merged));
+}
+
+#[tokio::test]
+async fn without_a_provider_chunks_stay_pending_and_say_so() {
+    let app = TestApp::start().await;
+    let cid = app.initiate().await;
+    let upload = app.upload_url(&cid, "a.mp3", "audio/mpeg").await;
+    app.browser_upload(&upload, fixture_audio("mp3.mp3"), "audio/mpeg").await;
+    app.post(
+        &format!("/api/participant/conversations/{cid}/confirm-upload"),
+        json!({"chunk_id": upload["chunk_id"], "file_url": upload["file_url"], "timestamp": "2025-10-16T12:00:30Z"}),
+    )
+    .await;
+    app.post(&format!("/api/participant/conversations/{cid}/finish"), json!(null)).await;
+    app.local.run_tasks().await;
+    let chunk = &app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap()[0];
+    assert_eq!((chunk.transcript.as_deref(), chunk.error.as_deref()), (None, None), "pending");
+    let conversation = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
+    assert_eq!(conversation.is_finished, Some(true));
+    assert_ne!(conversation.is_all_chunks_transcribed, Some(true));
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let message: String = db
+        .query_row("SELECT message FROM processing_status WHERE event = 'task_transcribe_chunk.skipped' AND conversation_chunk_id = ?1", [&chunk.id], |r| r.get(0))
+        .unwrap();
+    assert!(message.contains("no transcription provider is configured"), "{message}");
+    assert!(app.local.queue.dead_letters().is_empty());
+}
