@@ -105,3 +105,114 @@ async fn secrets_come_from_ssm_when_the_environment_lacks_them() {
     let err = common::secrets::resolve_with(&ssm, &mut missing).await.unwrap_err();
     assert!(err.to_string().contains("/echo/nope"), "{err}");
 }
+
+/// Succeeds for finish hooks, fails transiently for everything else, counting attempts.
+struct FlakyRunner {
+    attempts: std::sync::Mutex<Vec<(String, u32)>>,
+    given_up: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl common::worker::TaskRunner for FlakyRunner {
+    fn queue(&self) -> common::tasks::Queue {
+        common::tasks::Queue::Network
+    }
+
+    async fn run(&self, task: &Task, delivery: &common::worker::Delivery) -> Result<common::worker::Done, common::worker::TaskError> {
+        self.attempts.lock().unwrap().push((task.name().to_string(), delivery.receive_count));
+        match task {
+            Task::FinishConversationHook { .. } => Ok(common::worker::Done::Completed),
+            _ => Err(common::worker::TaskError::transient("the store is unreachable")),
+        }
+    }
+
+    async fn give_up(&self, task: &Task, reason: &str) {
+        self.given_up.lock().unwrap().push(format!("{}: {reason}", task.name()));
+    }
+}
+
+/// Retries at once instead of after SQS's backoff, so the test takes seconds.
+struct ImmediateRetry(common::worker::SqsQueueOps);
+
+#[async_trait::async_trait]
+impl common::worker::QueueOps for ImmediateRetry {
+    async fn dead_letter(&self, body: &str, task: &str, error: &str) -> Result<(), String> {
+        self.0.dead_letter(body, task, error).await
+    }
+    async fn retry_after(&self, receipt_handle: &str, _delay: Duration) -> Result<(), String> {
+        self.0.retry_after(receipt_handle, Duration::ZERO).await
+    }
+}
+
+#[tokio::test]
+async fn a_worker_retries_failed_records_and_dead_letters_them_after_the_last_attempt() {
+    use common::worker::TaskRunner;
+    let (_moto, endpoint) = start_moto();
+    let creds = aws_credential_types::Credentials::new("test", "test", None, None, "test");
+    let client = SqsPublisher::client("us-east-1", Some(&endpoint), Some(creds)).await;
+    let dlq = client.create_queue().queue_name("network-dlq").send().await.unwrap().queue_url.unwrap();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let max_attempts = 3;
+    let queue = client
+        .create_queue()
+        .queue_name("network")
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "30")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_attempts}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let publisher = SqsPublisher::new(client.clone(), queue.clone(), queue.clone());
+    publisher.publish(Task::FinishConversationHook { conversation_id: "c-ok".into() }, Duration::ZERO).await.unwrap();
+    publisher.publish(Task::SummarizeConversation { conversation_id: "c-flaky".into() }, Duration::ZERO).await.unwrap();
+    // A message that is not a task at all.
+    client.send_message().queue_url(&queue).message_body("{not json").send().await.unwrap();
+
+    let runner = FlakyRunner { attempts: Default::default(), given_up: Default::default() };
+    let ops = ImmediateRetry(common::worker::SqsQueueOps { client: client.clone(), queue_url: queue.clone(), dlq_url: dlq.clone() });
+    let started = Instant::now();
+    // The receive loop: what Lambda's event source mapping does with the worker's answers.
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "the queue did not drain: {:?}", runner.attempts.lock().unwrap());
+        let received = common::worker::poll_sqs_once(&runner, &ops, &client, &queue, max_attempts, Duration::ZERO).await.unwrap();
+        if received == 0 && runner.attempts.lock().unwrap().len() >= 1 + max_attempts as usize {
+            break;
+        }
+    }
+    assert_eq!(runner.queue(), common::tasks::Queue::Network);
+    let attempts = runner.attempts.lock().unwrap().clone();
+    assert_eq!(attempts.iter().filter(|(t, _)| t == "task_finish_conversation_hook").count(), 1, "a success runs once: {attempts:?}");
+    let flaky: Vec<u32> = attempts.iter().filter(|(t, _)| t == "task_summarize_conversation").map(|(_, n)| *n).collect();
+    assert_eq!(flaky, vec![1, 2, 3], "retried until the last attempt");
+    assert_eq!(runner.given_up.lock().unwrap().clone(), vec!["task_summarize_conversation: the store is unreachable".to_string()]);
+
+    // The DLQ holds the flaky task and the unparseable message, each with its reason.
+    let parked = client.receive_message().queue_url(&dlq).max_number_of_messages(10).message_attribute_names("All").send().await.unwrap();
+    let parked = parked.messages.unwrap_or_default();
+    let mut reasons: Vec<(String, String)> = parked
+        .iter()
+        .map(|m| {
+            let attrs = m.message_attributes.clone().unwrap();
+            (attrs["task"].string_value.clone().unwrap(), attrs["error"].string_value.clone().unwrap())
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, "task_summarize_conversation");
+    assert_eq!(reasons[0].1, "the store is unreachable");
+    assert_eq!(reasons[1].0, "unparseable");
+    assert!(client.receive_message().queue_url(&queue).send().await.unwrap().messages.unwrap_or_default().is_empty());
+}

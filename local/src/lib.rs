@@ -185,7 +185,8 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     let audio_worker = Arc::new(audio_worker::AudioWorker::new(state.services.clone()));
     let network_worker = Arc::new(network_worker::NetworkWorker::new(state.services.clone()));
     if options.background_workers {
-        let (queue, audio, network, max_attempts) = (queue.clone(), audio_worker.clone(), network_worker.clone(), settings.queues.task_max_attempts);
+        let (queue, audio, network, max_attempts) =
+            (queue.clone(), audio_worker.clone(), network_worker.clone(), settings.queues.task_max_attempts);
         tasks.push(tokio::spawn(async move {
             loop {
                 queue.run_until_idle(&[audio.as_ref(), network.as_ref()], max_attempts, 100).await;

@@ -92,7 +92,11 @@ async fn without_a_provider_chunks_stay_pending_and_say_so() {
     assert_ne!(conversation.is_all_chunks_transcribed, Some(true));
     let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
     let message: String = db
-        .query_row("SELECT message FROM processing_status WHERE event = 'task_transcribe_chunk.skipped' AND conversation_chunk_id = ?1", [&chunk.id], |r| r.get(0))
+        .query_row(
+            "SELECT message FROM processing_status WHERE event = 'task_transcribe_chunk.skipped' AND conversation_chunk_id = ?1",
+            [&chunk.id],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(message.contains("no transcription provider is configured"), "{message}");
     assert!(app.local.queue.dead_letters().is_empty());
