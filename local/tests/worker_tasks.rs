@@ -1,0 +1,258 @@
+//! Task handlers one by one: twice on the same message ends as once; poison messages are
+//! acknowledged and recorded; a transient failure fails only its own record of a batch.
+
+mod support;
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use common::store::{ChunkOrder, NewChunk};
+use common::tasks::{Task, TaskMessage};
+use common::worker::{Delivery, Done, QueueOps, TaskRunner, handle_batch};
+use serde_json::json;
+use support::*;
+
+fn delivery() -> Delivery {
+    Delivery { message_id: "m".into(), receive_count: 1, max_attempts: 5, deadline: None }
+}
+
+/// An audio chunk of the conversation made from a generated tone.
+async fn tone_chunk(app: &TestApp, cid: &str, seconds: f64, args: &[&str], file: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file);
+    common::audio::generate_tone(&path, seconds, 330, args).await.expect("ffmpeg is needed: apt-get install ffmpeg");
+    let id = uuid::Uuid::new_v4().to_string();
+    let key = format!("conversation/{cid}/chunks/{id}-{file}");
+    app.local.state.blob.upload_file(&key, &path, "application/octet-stream").await.unwrap();
+    app.local
+        .store
+        .create_chunk(NewChunk {
+            id: id.clone(),
+            conversation_id: cid.into(),
+            timestamp: chrono::Utc::now(),
+            path: Some(app.local.state.blob.url_for_key(&key)),
+            source: Some("PORTAL_AUDIO".into()),
+            transcript: None,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+fn names(app: &TestApp) -> Vec<String> {
+    app.published().iter().map(|m| m["task"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn processing_a_chunk_twice_converts_once() {
+    let app = TestApp::start().await;
+    let cid = app.initiate().await;
+    let chunk = tone_chunk(&app, &cid, 3.0, &["-c:a", "libvorbis"], "rec.ogg").await;
+    let task = Task::ProcessConversationChunk { chunk_id: chunk.clone(), use_pii_redaction: false };
+    assert_eq!(app.local.audio_worker.run(&task, &delivery()).await, Ok(Done::Completed));
+    let after_one = app.local.store.get_chunk(&chunk).await.unwrap().unwrap();
+    let objects_one = app.local.state.blob.list(&format!("conversation/{cid}/")).await.unwrap();
+    assert!(after_one.path.as_deref().unwrap().ends_with("-rec.mp3"), "{:?}", after_one.path);
+    assert_eq!(objects_one.len(), 2, "the raw upload stays beside its mp3");
+
+    assert_eq!(app.local.audio_worker.run(&task, &delivery()).await, Ok(Done::Completed));
+    assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap(), after_one);
+    assert_eq!(app.local.state.blob.list(&format!("conversation/{cid}/")).await.unwrap(), objects_one);
+    assert_eq!(names(&app).iter().filter(|n| *n == "task_transcribe_chunk").count(), 2, "transcription is queued each time; it runs once");
+}
+
+#[tokio::test]
+async fn a_long_recording_splits_into_the_same_pieces_every_time() {
+    let app = TestApp::start().await;
+    let cid = app.initiate().await;
+    // 420 s at 320 kbps is about 16 MiB of mp3: two pieces.
+    let chunk = tone_chunk(&app, &cid, 420.0, &["-c:a", "libmp3lame", "-b:a", "320k"], "long.mp3").await;
+    let task = Task::ProcessConversationChunk { chunk_id: chunk.clone(), use_pii_redaction: false };
+    assert_eq!(app.local.audio_worker.run(&task, &delivery()).await, Ok(Done::Completed));
+    let pieces = app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap();
+    assert_eq!(pieces.len(), 2, "{pieces:?}");
+    assert!(pieces.iter().all(|p| p.id != chunk), "the original row is deleted after the split");
+    assert!(pieces[0].path.as_deref().unwrap().contains(&format!("chunks/{cid}/{}_0-of-2.mp3", pieces[0].id)));
+    assert_eq!((pieces[1].timestamp - pieces[0].timestamp).num_seconds(), 210);
+    let objects = app.local.state.blob.list(&format!("chunks/{cid}/")).await.unwrap();
+    assert_eq!(objects.len(), 2);
+    for piece in &pieces {
+        let key = app.local.state.blob.key_from_url(piece.path.as_deref().unwrap()).unwrap();
+        assert!(app.local.state.blob.head(&key).await.unwrap().unwrap() < 15 * 1024 * 1024);
+    }
+    // A redelivery finds the original gone: nothing changes.
+    assert!(matches!(app.local.audio_worker.run(&task, &delivery()).await, Ok(Done::Skipped(_))));
+    assert_eq!(app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap(), pieces);
+    assert_eq!(app.local.state.blob.list(&format!("chunks/{cid}/")).await.unwrap(), objects);
+    let transcribe: Vec<String> = app
+        .published()
+        .iter()
+        .filter(|m| m["task"] == "task_transcribe_chunk")
+        .map(|m| m["args"]["conversation_chunk_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(transcribe, pieces.iter().map(|p| p.id.clone()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn transcription_finish_summary_and_merge_run_once_however_often_delivered() {
+    let whisper = FakeWhisper::start("hello there").await;
+    let llm = FakeLlm::start(LlmBehaviour::Reply("A greeting.".into())).await;
+    let slot = llm.slot();
+    let app = TestApp::start_with(|o| {
+        whisper.configure(&mut o.settings);
+        o.settings.llm.summary = slot;
+    })
+    .await;
+    let cid = app.initiate().await;
+    let chunk = tone_chunk(&app, &cid, 2.0, &["-c:a", "libmp3lame"], "a.mp3").await;
+    let network = app.local.network_worker.clone();
+    let transcribe = Task::TranscribeChunk {
+        conversation_chunk_id: chunk.clone(),
+        conversation_id: cid.clone(),
+        use_pii_redaction: false,
+        provider_job_id: None,
+        continuation: 0,
+    };
+    assert_eq!(network.run(&transcribe, &delivery()).await, Ok(Done::Completed));
+    assert!(matches!(network.run(&transcribe, &delivery()).await, Ok(Done::Skipped(_))));
+    assert_eq!(whisper.requests.lock().unwrap().len(), 1);
+
+    let finish = Task::FinishConversationHook { conversation_id: cid.clone() };
+    for _ in 0..2 {
+        assert_eq!(network.run(&finish, &delivery()).await, Ok(Done::Completed));
+    }
+    let summarize = Task::SummarizeConversation { conversation_id: cid.clone() };
+    assert_eq!(network.run(&summarize, &delivery()).await, Ok(Done::Completed));
+    assert!(matches!(network.run(&summarize, &delivery()).await, Ok(Done::Skipped(_))));
+    assert_eq!(llm.request_count(), 1);
+    let merge = Task::MergeConversationChunks { conversation_id: cid.clone() };
+    assert_eq!(app.local.audio_worker.run(&merge, &delivery()).await, Ok(Done::Completed));
+    let once = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
+    assert_eq!(app.local.audio_worker.run(&merge, &delivery()).await, Ok(Done::Completed));
+    let twice = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
+    assert_eq!(
+        (once.merged_audio_path.clone(), once.duration, once.summary.clone()),
+        (twice.merged_audio_path, twice.duration, twice.summary)
+    );
+    assert_eq!(app.local.state.blob.list("audio-conversations/").await.unwrap().len(), 1);
+    assert_eq!(once.is_all_chunks_transcribed, Some(true));
+
+    // The deletion tasks are no-ops the second time too.
+    app.local.store.delete_conversation(&cid).await.unwrap();
+    let delete = Task::DeleteConversationArtifacts { conversation_id: cid.clone(), segment_ids: vec![] };
+    assert_eq!(network.run(&delete, &delivery()).await, Ok(Done::Completed));
+    assert_eq!(network.run(&delete, &delivery()).await, Ok(Done::Completed));
+    assert!(app.local.state.blob.list(&format!("conversation/{cid}/")).await.unwrap().is_empty());
+}
+
+fn record(id: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.into());
+    m.receipt_handle = Some(id.into());
+    m.body = Some(body.into());
+    m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
+    m
+}
+
+#[derive(Default)]
+struct RecordingOps {
+    dead: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait::async_trait]
+impl QueueOps for RecordingOps {
+    async fn dead_letter(&self, _body: &str, task: &str, error: &str) -> Result<(), String> {
+        self.dead.lock().unwrap().push((task.into(), error.into()));
+        Ok(())
+    }
+    async fn retry_after(&self, _receipt_handle: &str, _delay: Duration) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn poison_messages_are_acknowledged_and_recorded() {
+    let app = TestApp::start().await;
+    let cid = app.initiate().await;
+    let corrupt = uuid::Uuid::new_v4().to_string();
+    let key = format!("conversation/{cid}/chunks/{corrupt}-junk.webm");
+    app.local.state.blob.put(&key, vec![0x42u8; 8192].into(), None).await.unwrap();
+    app.local
+        .store
+        .create_chunk(NewChunk {
+            id: corrupt.clone(),
+            conversation_id: cid.clone(),
+            timestamp: chrono::Utc::now(),
+            path: Some(app.local.state.blob.url_for_key(&key)),
+            source: None,
+            transcript: None,
+        })
+        .await
+        .unwrap();
+    let mut event = SqsEvent::default();
+    event.records.push(record("bad-json", "{nope"));
+    event.records.push(record("bad-version", r#"{"task":"task_process_conversation_chunk","version":7,"args":{"chunk_id":"x"}}"#));
+    event.records.push(record("wrong-queue", &TaskMessage::new(Task::SummarizeConversation { conversation_id: cid.clone() }).to_json()));
+    event.records.push(record(
+        "corrupt",
+        &TaskMessage::new(Task::ProcessConversationChunk { chunk_id: corrupt.clone(), use_pii_redaction: false }).to_json(),
+    ));
+    event.records.push(record(
+        "gone",
+        &TaskMessage::new(Task::ProcessConversationChunk { chunk_id: uuid::Uuid::new_v4().to_string(), use_pii_redaction: false })
+            .to_json(),
+    ));
+    let ops = RecordingOps::default();
+    let response = handle_batch(app.local.audio_worker.as_ref(), &ops, event, 5, None).await;
+    assert!(response.batch_item_failures.is_empty(), "every poison message is acknowledged");
+    let dead = ops.dead.lock().unwrap().clone();
+    assert_eq!(
+        dead.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        vec!["unparseable", "unparseable", "task_summarize_conversation", "task_process_conversation_chunk"]
+    );
+    assert!(dead[1].1.contains("version"));
+    assert_eq!(dead[3].1, "unsupported or corrupt audio");
+    let chunk = app.local.store.get_chunk(&corrupt).await.unwrap().unwrap();
+    assert_eq!(chunk.error.as_deref(), Some("Audio processing failed: unsupported or corrupt audio"));
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let failed: i64 = db
+        .query_row(
+            "SELECT count(*) FROM processing_status WHERE event = 'task_process_conversation_chunk.split_audio_chunk.failed' AND conversation_chunk_id = ?1",
+            [&corrupt],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed, 1);
+    // Once the conversation is finished, that error counts as processed: the finish hook follows.
+    app.post(&format!("/api/participant/conversations/{cid}/finish"), json!(null)).await;
+    app.local.run_tasks().await;
+    assert_eq!(app.local.store.get_conversation(&cid).await.unwrap().unwrap().is_all_chunks_transcribed, Some(true));
+}
+
+#[tokio::test]
+async fn a_transient_failure_fails_only_its_own_record() {
+    let app = TestApp::start().await;
+    let cid = app.initiate().await;
+    let chunk = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "a.mp3").await;
+    // The same store, but storage that cannot be reached.
+    let mut settings = (*app.local.settings).clone();
+    settings.s3.endpoint = Some("http://127.0.0.1:9".into());
+    let mut services = app.local.state.services.clone();
+    services.blob = common::blob::Blob::connect(&settings.s3).await.unwrap();
+    let audio = audio_worker::AudioWorker::new(services);
+    let mut event = SqsEvent::default();
+    event.records.push(record(
+        "needs-s3",
+        &TaskMessage::new(Task::ProcessConversationChunk { chunk_id: chunk.clone(), use_pii_redaction: false }).to_json(),
+    ));
+    event.records.push(record(
+        "no-chunks",
+        &TaskMessage::new(Task::MergeConversationChunks { conversation_id: uuid::Uuid::new_v4().to_string() }).to_json(),
+    ));
+    let ops = RecordingOps::default();
+    let response = handle_batch(&audio, &ops, event, 5, None).await;
+    let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    assert_eq!(failed, vec!["needs-s3".to_string()]);
+    assert!(ops.dead.lock().unwrap().is_empty());
+    assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap().error, None, "nothing recorded for a transient failure");
+}
