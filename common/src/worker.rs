@@ -287,6 +287,31 @@ pub async fn poll_sqs_once(
     Ok(messages.len())
 }
 
+/// Runs a worker as an SQS-triggered Lambda: each invocation's batch through `handle_batch`,
+/// failures reported per record (`ReportBatchItemFailures`).
+pub async fn run_lambda<R: TaskRunner + 'static>(runner: R, settings: &crate::config::Settings) -> Result<(), lambda_runtime::Error> {
+    let (queue_url, dlq_url) = match runner.queue() {
+        Queue::Audio => (settings.queues.audio_queue_url.clone(), settings.queues.audio_dlq_url.clone()),
+        Queue::Network => (settings.queues.network_queue_url.clone(), settings.queues.network_dlq_url.clone()),
+    };
+    let (Some(queue_url), Some(dlq_url)) = (queue_url, dlq_url) else {
+        return Err("the worker's queue and dead-letter queue URLs must be set".into());
+    };
+    let client = crate::tasks::SqsPublisher::client(&settings.s3.region, settings.queues.sqs_endpoint.as_deref(), None).await;
+    let ops = std::sync::Arc::new(SqsQueueOps { client, queue_url, dlq_url });
+    let runner = std::sync::Arc::new(runner);
+    let max_attempts = settings.queues.task_max_attempts;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+        let (runner, ops) = (runner.clone(), ops.clone());
+        async move {
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            Ok::<_, lambda_runtime::Error>(handle_batch(runner.as_ref(), ops.as_ref(), event.payload, max_attempts, Some(deadline)).await)
+        }
+    }))
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
