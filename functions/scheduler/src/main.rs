@@ -1,0 +1,16 @@
+use common::config::Settings;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    common::http::init_tracing();
+    let settings = Settings::from_env()?;
+    settings.require(&["AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])?;
+    let publisher = common::tasks::connect_sqs(&settings).await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let publisher = publisher.clone();
+        async move { scheduler::handle(&event.payload, publisher.as_ref()).await.map_err(lambda_runtime::Error::from) }
+    }))
+    .await
+}
