@@ -1,6 +1,6 @@
-//! `cargo bench --bench audio`: the merge routine on ECHO's recordings against the bare ffmpeg
-//! command doing the same concat + encode, and peak memory while merging a generated 200 MB
-//! input. Numbers go to docs/benchmarks.md.
+//! `cargo bench --bench audio`: the merge routine and chunk conversion on ECHO's recordings
+//! against the bare ffmpeg commands doing the same work, and peak memory while merging, and while
+//! converting and splitting, a generated 200 MB input. Numbers go to docs/benchmarks.md.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -68,6 +68,33 @@ fn bare_ffmpeg(inputs: &[PathBuf], output: &Path) -> Duration {
     t.elapsed()
 }
 
+/// The chunk conversion as one ffmpeg command on a local file.
+fn bare_convert(input: &Path, output: &Path) -> Duration {
+    let t = Instant::now();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
+        .arg(input)
+        .args(["-vn", "-f", "mp3", "-acodec", "libmp3lame", "-q:a", "5", "-y"])
+        .arg(output)
+        .status()
+        .expect("ffmpeg is needed: apt-get install ffmpeg");
+    assert!(status.success());
+    t.elapsed()
+}
+
+async fn process_chunk(app: &Local, chunk_id: &str) -> Duration {
+    use common::worker::{Delivery, Done, TaskRunner};
+    let task = common::tasks::Task::ProcessConversationChunk { chunk_id: chunk_id.into(), use_pii_redaction: false };
+    let delivery = Delivery { message_id: "bench".into(), receive_count: 1, max_attempts: 5, deadline: None };
+    let t = Instant::now();
+    assert_eq!(app.audio_worker.run(&task, &delivery).await, Ok(Done::Completed));
+    t.elapsed()
+}
+
+async fn first_chunk(app: &Local, cid: &str) -> String {
+    app.store.list_chunks(cid, common::store::ChunkOrder::OldestFirst).await.unwrap()[0].id.clone()
+}
+
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
@@ -125,5 +152,32 @@ fn main() {
             peak as f64 / 1024.0
         );
         println!("  largest child (ffmpeg/ffprobe) peak RSS {:.1} MB", children_max_rss_kib() as f64 / 1024.0);
+
+        // 3. Chunk conversion (the portal's webm recording): the task against the bare command.
+        let webm = shared_audio().join("webm.webm");
+        let mut task_times = Vec::new();
+        let mut bare_times = Vec::new();
+        for _ in 0..RUNS {
+            let cid = conversation_with(&app, std::slice::from_ref(&webm)).await;
+            let chunk = first_chunk(&app, &cid).await;
+            task_times.push(process_chunk(&app, &chunk).await);
+            bare_times.push(bare_convert(&webm, &dir.path().join("bare-convert.mp3")));
+        }
+        let (t, b) = (median(task_times), median(bare_times));
+        println!("conversion of the webm fixture (median of {RUNS})");
+        println!("  process-chunk task  {:.0} ms", t.as_secs_f64() * 1e3);
+        println!("  bare ffmpeg         {:.0} ms", b.as_secs_f64() * 1e3);
+        println!("  ratio               {:.2}", t.as_secs_f64() / b.as_secs_f64());
+
+        // 4. Converting and splitting the 200 MB input.
+        let cid = conversation_with(&app, std::slice::from_ref(&big)).await;
+        let chunk = first_chunk(&app, &cid).await;
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        let took = process_chunk(&app, &chunk).await;
+        let peak = status_kib("VmHWM:");
+        let pieces = app.store.list_chunks(&cid, common::store::ChunkOrder::OldestFirst).await.unwrap().len();
+        println!("conversion and split of the {:.0} MB input into {pieces} pieces in {:.1} s", size as f64 / 1e6, took.as_secs_f64());
+        println!("  echo-lambda process peak RSS {:.1} MB", peak as f64 / 1024.0);
+        println!("  largest child (ffmpeg/ffprobe) peak RSS so far {:.1} MB", children_max_rss_kib() as f64 / 1024.0);
     });
 }
