@@ -69,6 +69,12 @@ async fn run(mut cmd: Command, name: &'static str) -> Result<std::process::Outpu
     cmd.output().await.map_err(|e| if e.kind() == std::io::ErrorKind::NotFound { AudioError::ToolMissing(name) } else { AudioError::Io(e) })
 }
 
+/// Runs ffmpeg; a non-zero exit is an error carrying the end of its stderr.
+async fn ffmpeg(cmd: Command) -> Result<(), AudioError> {
+    let out = run(cmd, "ffmpeg").await?;
+    if out.status.success() { Ok(()) } else { Err(AudioError::Ffmpeg(tail(&out.stderr))) }
+}
+
 /// The end of a tool's stderr, for error messages.
 fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
@@ -146,10 +152,7 @@ pub async fn concat_to_mp3(inputs: &[PathBuf], output: &Path) -> Result<(), Audi
         cmd.args(["-map", "0:a:0"]);
     }
     cmd.args(MP3_ARGS).arg("-y").arg(output);
-    let out = run(cmd, "ffmpeg").await?;
-    if !out.status.success() {
-        return Err(AudioError::Ffmpeg(tail(&out.stderr)));
-    }
+    ffmpeg(cmd).await?;
     let size = tokio::fs::metadata(output).await?.len();
     if size == 0 {
         return Err(AudioError::Ffmpeg("conversion produced no audio".into()));
@@ -166,11 +169,7 @@ pub async fn cut_mp3(input: &Path, start: f64, length: f64, output: &Path) -> Re
         .args(MP3_ARGS)
         .arg("-y")
         .arg(output);
-    let out = run(cmd, "ffmpeg").await?;
-    if !out.status.success() {
-        return Err(AudioError::Ffmpeg(tail(&out.stderr)));
-    }
-    Ok(())
+    ffmpeg(cmd).await
 }
 
 /// Makes a test tone with ffmpeg's own generator (tests and benchmarks bring no fixtures).
@@ -181,11 +180,7 @@ pub async fn generate_tone(output: &Path, seconds: f64, frequency: u32, codec_ar
         .args(codec_args)
         .arg("-y")
         .arg(output);
-    let out = run(cmd, "ffmpeg").await?;
-    if !out.status.success() {
-        return Err(AudioError::Ffmpeg(tail(&out.stderr)));
-    }
-    Ok(())
+    ffmpeg(cmd).await
 }
 
 #[cfg(test)]

@@ -203,6 +203,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams {
     }
 }
 
+/// A `text/event-stream` response fed by a channel, with the no-buffering headers get-reply and
+/// the health stream send; the body ends when the sender is dropped.
+pub fn event_stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx)) });
+    let mut res = Response::new(Body::from_stream(stream));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
+
 /// Logs as JSON in Lambda (`AWS_LAMBDA_LOG_FORMAT=JSON`) and as text elsewhere; the level comes
 /// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
 pub fn init_tracing() {

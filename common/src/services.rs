@@ -20,6 +20,15 @@ pub struct Services {
 }
 
 impl Services {
+    /// A Lambda's start-up: settings from the environment (secrets from SSM where named), the
+    /// variables this function needs checked (D63), then the backends.
+    pub async fn from_env(required: &[&'static str]) -> Result<Self, BoxError> {
+        let mut settings = Settings::from_env()?;
+        crate::secrets::resolve(&mut settings).await?;
+        settings.require(required)?;
+        Self::connect(Arc::new(settings)).await
+    }
+
     /// Production wiring: the configured store, S3 and the SQS queues.
     pub async fn connect(settings: Arc<Settings>) -> Result<Self, BoxError> {
         let store = crate::store::connect(&settings).await?;
@@ -29,7 +38,8 @@ impl Services {
     }
 }
 
-impl AuthConfig for Services {
+/// Every function's state derefs to `Services`, which knows how sessions are checked.
+impl<T: std::ops::Deref<Target = Services>> AuthConfig for T {
     fn directus_secret(&self) -> Option<&str> {
         self.settings.auth.directus_secret.as_deref()
     }

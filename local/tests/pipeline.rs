@@ -13,12 +13,7 @@ use support::*;
 async fn a_recording_is_processed_end_to_end() {
     let whisper = FakeWhisper::start("We would like a bench in the park.").await;
     let llm = FakeLlm::start(LlmBehaviour::Reply("Participants asked for a bench in the park.".into())).await;
-    let slot = llm.slot();
-    let app = TestApp::start_with(|o| {
-        whisper.configure(&mut o.settings);
-        o.settings.llm.summary = slot;
-    })
-    .await;
+    let app = whisper.app_with(&llm).await;
     let cid = app.initiate().await;
 
     // The portal's upload: a webm recording (so conversion runs), straight to S3, then confirm.

@@ -97,12 +97,7 @@ async fn a_long_recording_splits_into_the_same_pieces_every_time() {
 async fn transcription_finish_summary_and_merge_run_once_however_often_delivered() {
     let whisper = FakeWhisper::start("hello there").await;
     let llm = FakeLlm::start(LlmBehaviour::Reply("A greeting.".into())).await;
-    let slot = llm.slot();
-    let app = TestApp::start_with(|o| {
-        whisper.configure(&mut o.settings);
-        o.settings.llm.summary = slot;
-    })
-    .await;
+    let app = whisper.app_with(&llm).await;
     let cid = app.initiate().await;
     let chunk = tone_chunk(&app, &cid, 2.0, &["-c:a", "libmp3lame"], "a.mp3").await;
     let network = app.local.network_worker.clone();

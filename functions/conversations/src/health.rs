@@ -3,12 +3,9 @@
 //! stream's time is up (EventSource reconnects by itself, D58).
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
@@ -78,14 +75,7 @@ pub async fn stream(State(state): State<AppState>, query: QueryParams) -> Result
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    let mut res = Response::new(Body::from_stream(stream));
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(res)
+    Ok(common::http::event_stream_response(rx))
 }
 
 async fn health(state: &AppState, conversation_ids: &[String], project_ids: &[String]) -> Result<Value, common::store::StoreError> {

@@ -8,7 +8,6 @@ use std::time::Instant;
 use axum::Router;
 use axum::routing::{delete, get, post};
 use common::Services;
-use common::auth::AuthConfig;
 use common::llm::LlmClient;
 
 mod health;
@@ -28,15 +27,6 @@ impl std::ops::Deref for AppState {
     type Target = Services;
     fn deref(&self) -> &Services {
         &self.services
-    }
-}
-
-impl AuthConfig for AppState {
-    fn directus_secret(&self) -> Option<&str> {
-        self.services.directus_secret()
-    }
-    fn session_cookie_name(&self) -> &str {
-        self.services.session_cookie_name()
     }
 }
 

@@ -1,20 +1,15 @@
-use std::sync::Arc;
-
-use common::config::Settings;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::http::init_tracing();
-    let mut settings = Settings::from_env()?;
-    common::secrets::resolve(&mut settings).await?;
-    settings.require(&[
+    let services = common::Services::from_env(&[
         "DIRECTUS_TOKEN",
         "DIRECTUS_SECRET",
         "STORAGE_S3_BUCKET",
         "STORAGE_S3_ENDPOINT",
         "AUDIO_QUEUE_URL",
         "NETWORK_QUEUE_URL",
-    ])?;
-    let state = conversations::AppState::new(common::Services::connect(Arc::new(settings)).await?);
+    ])
+    .await?;
+    let state = conversations::AppState::new(services);
     common::http::run_lambda_streaming(conversations::router(state)).await
 }

@@ -1,12 +1,9 @@
 //! `POST /api/conversations/{id}/get-reply` (spec/api.md §2.3.1): a reply to a running
 //! conversation, streamed in the AI-SDK data-stream framing (`0:"text"\n`, `3:"error"\n`).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use common::access::is_uuid;
@@ -46,15 +43,7 @@ pub async fn get_reply(State(state): State<AppState>, Path(cid): Path<String>, J
             let _ = tx.send(frame('3', text)).await;
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
-    let mut res = Response::new(Body::from_stream(stream));
-    *res.status_mut() = StatusCode::OK;
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    res
+    common::http::event_stream_response(rx)
 }
 
 #[derive(Debug)]

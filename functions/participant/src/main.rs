@@ -1,13 +1,9 @@
-use std::sync::Arc;
-
-use common::config::Settings;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::http::init_tracing();
-    let mut settings = Settings::from_env()?;
-    common::secrets::resolve(&mut settings).await?;
-    settings.require(&["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])?;
-    let state = participant::AppState::new(common::Services::connect(Arc::new(settings)).await?);
+    let services =
+        common::Services::from_env(&["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])
+            .await?;
+    let state = participant::AppState::new(services);
     common::http::run_lambda(participant::router(state)).await
 }

@@ -1,13 +1,7 @@
-use std::sync::Arc;
-
-use common::config::Settings;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::http::init_tracing();
-    let mut settings = Settings::from_env()?;
-    common::secrets::resolve(&mut settings).await?;
-    settings.require(&["DIRECTUS_TOKEN", "DIRECTUS_SECRET", "NETWORK_QUEUE_URL"])?;
-    let state = projects::AppState::new(common::Services::connect(Arc::new(settings)).await?);
+    let services = common::Services::from_env(&["DIRECTUS_TOKEN", "DIRECTUS_SECRET", "NETWORK_QUEUE_URL"]).await?;
+    let state = projects::AppState::new(services);
     common::http::run_lambda_streaming(projects::router(state)).await
 }

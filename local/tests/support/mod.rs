@@ -338,6 +338,16 @@ impl FakeWhisper {
         FakeWhisper { url, requests, _task: task }
     }
 
+    /// echo-local transcribing with this server and summarising with `llm`.
+    pub async fn app_with(&self, llm: &FakeLlm) -> TestApp {
+        let slot = llm.slot();
+        TestApp::start_with(|o| {
+            self.configure(&mut o.settings);
+            o.settings.llm.summary = slot;
+        })
+        .await
+    }
+
     /// Points the settings' transcription at this server.
     pub fn configure(&self, settings: &mut common::config::Settings) {
         settings.transcription.provider_name = Some("LiteLLM".into());
