@@ -307,6 +307,31 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_json_500_and_the_router_keeps_serving() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let routes = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("handler bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/fine", get(|| async { "ok" }));
+        let app = finish_router(routes, CorsPolicy::new(vec![], false, CorsPolicy::API_METHODS));
+        let call = |path: &'static str| app.clone().oneshot(Request::get(path).body(axum::body::Body::empty()).unwrap());
+        let res = call("/boom").await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers().contains_key(X_PROCESS_TIME));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"detail": "Internal Server Error"}));
+        assert_eq!(call("/fine").await.unwrap().status(), StatusCode::OK);
+    }
+
     #[test]
     fn validation_errors_name_the_field() {
         assert_eq!(issue(br#"{"tags": []}"#), json!({"type": "missing", "loc": ["body", "name"], "msg": "Field required"}));
