@@ -251,3 +251,34 @@ async fn a_transient_failure_fails_only_its_own_record() {
     assert!(ops.dead.lock().unwrap().is_empty());
     assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap().error, None, "nothing recorded for a transient failure");
 }
+
+#[tokio::test]
+async fn echo_local_shows_what_its_queue_gave_up_on() {
+    let app = TestApp::start().await;
+    let cid = app.initiate().await;
+    let key = format!("conversation/{cid}/chunks/x-junk.webm");
+    app.local.state.blob.put(&key, vec![0x42u8; 4096].into(), None).await.unwrap();
+    let upload_path = app.local.state.blob.url_for_key(&key);
+    let chunk = uuid::Uuid::new_v4().to_string();
+    app.local
+        .store
+        .create_chunk(NewChunk {
+            id: chunk.clone(),
+            conversation_id: cid,
+            timestamp: chrono::Utc::now(),
+            path: Some(upload_path),
+            source: None,
+            transcript: None,
+        })
+        .await
+        .unwrap();
+    use common::tasks::TaskPublisher;
+    app.local.queue.publish(Task::ProcessConversationChunk { chunk_id: chunk, use_pii_redaction: false }, Duration::ZERO).await.unwrap();
+    app.local.run_tasks().await;
+    let (status, view) = app.get("/_local/queue").await;
+    assert_eq!(status, 200);
+    assert_eq!(view["pending"], 0);
+    assert_eq!(view["dead_letters"][0]["task"], "task_process_conversation_chunk");
+    assert_eq!(view["dead_letters"][0]["error"], "unsupported or corrupt audio");
+    assert_eq!(view["dead_letters"][0]["queue"], "audio");
+}
