@@ -55,6 +55,17 @@ pub struct ApiSettings {
     pub upload_url_rate_limit_per_minute: u32,
 }
 
+/// RunPod diarization (data-model.md §4.8).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiarizationSettings {
+    pub api_key: Option<String>,
+    pub base_url: Option<String>,
+    /// HTTP timeout and the whole polling budget, in seconds.
+    pub timeout_seconds: u64,
+    /// Skip projects whose language is not English.
+    pub english_only: bool,
+}
+
 /// Where secrets live when they are not in the environment: SSM parameter names
 /// (`DIRECTUS_TOKEN_SSM_PARAMETER`, `DIRECTUS_SECRET_SSM_PARAMETER`), read once at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -239,6 +250,7 @@ pub struct Settings {
     pub secret_parameters: SecretParameters,
     pub transcription: TranscriptionSettings,
     pub runpod_diarization: bool,
+    pub diarization: DiarizationSettings,
     pub health_stream_max_seconds: u64,
     pub build_version: String,
     pub debug_mode: bool,
@@ -370,6 +382,12 @@ impl Settings {
             },
             transcription,
             runpod_diarization: parse_bool(var("ENABLE_RUNPOD_DIARIZATION").as_deref()),
+            diarization: DiarizationSettings {
+                api_key: var("RUNPOD_DIARIZATION_API_KEY"),
+                base_url: var("RUNPOD_DIARIZATION_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+                timeout_seconds: number("RUNPOD_DIARIZATION_TIMEOUT", 30)?,
+                english_only: parse_bool(var("DISABLE_MULTILINGUAL_DIARIZATION").as_deref()),
+            },
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),
             debug_mode: parse_bool(var("DEBUG_MODE").as_deref()),

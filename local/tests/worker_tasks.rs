@@ -282,3 +282,59 @@ async fn echo_local_shows_what_its_queue_gave_up_on() {
     assert_eq!(view["dead_letters"][0]["error"], "unsupported or corrupt audio");
     assert_eq!(view["dead_letters"][0]["queue"], "audio");
 }
+
+#[tokio::test]
+async fn diarization_feeds_the_health_stream() {
+    // A local server speaking RunPod's serverless protocol: /run, then /status/{id}.
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let seen = asked.clone();
+    let runpod = axum::Router::new()
+        .route(
+            "/run",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(body.0);
+                    axum::Json(json!({"id": "job-1", "status": "IN_QUEUE"}))
+                }
+            }),
+        )
+        .route(
+            "/status/job-1",
+            axum::routing::get(|| async {
+                axum::Json(json!({"id": "job-1", "status": "COMPLETED", "output": {
+                    "noise_ratio": 0.7, "silence_ratio": 0.1, "cross_talk_instances": 0, "joined_diarization": [{"speaker": "A"}]
+                }}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, runpod).await.unwrap() });
+    let app = TestApp::start_with(|o| {
+        o.settings.runpod_diarization = true;
+        o.settings.diarization.base_url = Some(base);
+        o.settings.diarization.api_key = Some("rp-key".into());
+    })
+    .await;
+    let cid = app.initiate().await;
+    let chunk = tone_chunk(&app, &cid, 2.0, &["-c:a", "libmp3lame"], "a.mp3").await;
+    // Chunk processing queues diarization next to transcription for portal audio.
+    let process = Task::ProcessConversationChunk { chunk_id: chunk.clone(), use_pii_redaction: false };
+    app.local.audio_worker.run(&process, &delivery()).await.unwrap();
+    assert!(names(&app).contains(&"task_get_runpod_diarization".to_string()));
+    let diarize = Task::GetRunpodDiarization { chunk_id: chunk.clone() };
+    assert_eq!(app.local.network_worker.run(&diarize, &delivery()).await, Ok(Done::Completed));
+    assert_eq!(asked.lock().unwrap()[0]["input"]["language"], "en");
+    assert!(asked.lock().unwrap()[0]["input"]["audio"].as_str().unwrap().contains("X-Amz-Signature"));
+
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let now = common::datetime::format(&chrono::Utc::now());
+    db.execute("UPDATE conversation_chunk SET timestamp = ?2 WHERE id = ?1", [&chunk, &now]).unwrap();
+    let mut res = app.client.get(app.url(&format!("/api/conversations/health/stream?conversation_ids={cid}"))).send().await.unwrap();
+    let mut text = String::new();
+    while !text.contains("health_update") {
+        let part = tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.unwrap().unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&part));
+    }
+    assert!(text.contains(r#"{"conversation_issue":"HIGH_NOISE"}"#), "{text}");
+}

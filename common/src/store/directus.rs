@@ -835,9 +835,18 @@ impl Store for DirectusStore {
 
     async fn update_chunk(&self, id: &str, patch: ChunkPatch) -> StoreResult<bool> {
         let mut body = Map::new();
-        for (field, value) in [("path", patch.path), ("transcript", patch.transcript), ("error", patch.error)] {
+        let fields = [
+            ("path", patch.path.map(Value::from)),
+            ("transcript", patch.transcript.map(Value::from)),
+            ("error", patch.error.map(Value::from)),
+            ("diarization", patch.diarization),
+            ("noise_ratio", patch.noise_ratio.map(Value::from)),
+            ("silence_ratio", patch.silence_ratio.map(Value::from)),
+            ("cross_talk_instances", patch.cross_talk_instances.map(|c| Value::from(c.round() as i64))),
+        ];
+        for (field, value) in fields {
             if let Some(value) = value {
-                body.insert(field.into(), Value::from(value));
+                body.insert(field.into(), value);
             }
         }
         if body.is_empty() {

@@ -222,6 +222,11 @@ pub struct ChunkPatch {
     pub path: Option<String>,
     pub transcript: Option<String>,
     pub error: Option<String>,
+    /// Diarization output and its health metrics.
+    pub diarization: Option<serde_json::Value>,
+    pub noise_ratio: Option<f64>,
+    pub silence_ratio: Option<f64>,
+    pub cross_talk_instances: Option<f64>,
 }
 
 /// A `processing_status` row (processing.md §1.5).

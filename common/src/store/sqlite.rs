@@ -431,8 +431,20 @@ impl Store for SqliteStore {
         self.call("conversation_chunk", move |conn| {
             conn.execute(
                 "UPDATE conversation_chunk SET path = coalesce(?2, path), transcript = coalesce(?3, transcript), \
-                 error = coalesce(?4, error), updated_at = ?5 WHERE id = ?1",
-                params![id, patch.path, patch.transcript, patch.error, now()],
+                 error = coalesce(?4, error), diarization = coalesce(?6, diarization), noise_ratio = coalesce(?7, noise_ratio), \
+                 silence_ratio = coalesce(?8, silence_ratio), cross_talk_instances = coalesce(?9, cross_talk_instances), \
+                 updated_at = ?5 WHERE id = ?1",
+                params![
+                    id,
+                    patch.path,
+                    patch.transcript,
+                    patch.error,
+                    now(),
+                    patch.diarization.map(|d| d.to_string()),
+                    patch.noise_ratio,
+                    patch.silence_ratio,
+                    patch.cross_talk_instances.map(|c| c.round() as i64)
+                ],
             )
             .map(|n| n > 0)
         })

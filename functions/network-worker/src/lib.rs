@@ -13,6 +13,7 @@ use common::store::ConversationPatch;
 use common::tasks::{Queue, Task};
 use common::worker::{Delivery, Done, TaskError, TaskRunner};
 
+mod diarization;
 mod transcribe;
 
 /// How far back collector pass B looks (`COLLECTOR_REDRIVE_HOURS`).
@@ -74,7 +75,7 @@ impl TaskRunner for NetworkWorker {
             Task::UpdateRunpodTranscriptionResponse {} | Task::ProcessRunpodChunkResponse { .. } => {
                 Ok(Done::Skipped("RunPod polling is not available in this build".into()))
             }
-            Task::GetRunpodDiarization { .. } => Ok(Done::Skipped("diarization is not available in this build".into())),
+            Task::GetRunpodDiarization { chunk_id } => Ok(diarization::run(services, chunk_id).await),
             other => Err(TaskError::terminal(format!("{} does not belong to the network queue", other.name()))),
         }
     }
