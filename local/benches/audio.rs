@@ -169,8 +169,17 @@ fn main() {
         println!("  bare ffmpeg         {:.0} ms", b.as_secs_f64() * 1e3);
         println!("  ratio               {:.2}", t.as_secs_f64() / b.as_secs_f64());
 
-        // 4. Converting and splitting the 200 MB input.
-        let cid = conversation_with(&app, std::slice::from_ref(&big)).await;
+        // 4. Converting and splitting a 200 MB input: noise, so its mp3 is over 15 MiB and splits.
+        let noisy = dir.path().join("noisy.wav");
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i", "anoisesrc=duration=1190:color=pink:amplitude=0.3"])
+            .args(["-ac", "2", "-ar", "44100", "-c:a", "pcm_s16le", "-y"])
+            .arg(&noisy)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let size = std::fs::metadata(&noisy).unwrap().len();
+        let cid = conversation_with(&app, std::slice::from_ref(&noisy)).await;
         let chunk = first_chunk(&app, &cid).await;
         std::fs::write("/proc/self/clear_refs", "5").unwrap();
         let took = process_chunk(&app, &chunk).await;
