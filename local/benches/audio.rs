@@ -172,7 +172,16 @@ fn main() {
         // 4. Converting and splitting a 200 MB input: noise, so its mp3 is over 15 MiB and splits.
         let noisy = dir.path().join("noisy.wav");
         let status = std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i", "anoisesrc=duration=1190:color=pink:amplitude=0.3"])
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-f",
+                "lavfi",
+                "-i",
+                "anoisesrc=duration=1190:color=pink:amplitude=0.3",
+            ])
             .args(["-ac", "2", "-ar", "44100", "-c:a", "pcm_s16le", "-y"])
             .arg(&noisy)
             .status()

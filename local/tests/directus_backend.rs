@@ -9,11 +9,10 @@ use common::store::ChunkOrder;
 use serde_json::json;
 use support::*;
 
-#[tokio::test]
-async fn the_participant_api_answers_503_when_directus_is_down() {
-    // A loopback port nothing listens on.
+/// echo-local whose Directus is a loopback port nothing listens on.
+async fn app_on_unreachable_directus() -> TestApp {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let app = TestApp::start_with(|o| {
+    TestApp::start_with(|o| {
         o.settings.store = StoreSettings::Directus {
             base_url: format!("http://127.0.0.1:{port}"),
             token: Some("static-admin-token".into()),
@@ -22,7 +21,12 @@ async fn the_participant_api_answers_503_when_directus_is_down() {
         };
         o.seed_demo = false;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn the_participant_api_answers_503_when_directus_is_down() {
+    let app = app_on_unreachable_directus().await;
     assert_eq!(app.local.store.backend(), common::Dependency::Directus);
     let res = app.client.get(app.url(&format!("/api/participant/projects/{PROJECT}"))).send().await.unwrap();
     assert_eq!(res.status(), 503);
@@ -38,17 +42,7 @@ async fn the_participant_api_answers_503_when_directus_is_down() {
 #[tokio::test]
 async fn a_worker_reports_a_directus_outage_as_a_transient_batch_failure() {
     use common::worker::TaskRunner;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let app = TestApp::start_with(|o| {
-        o.settings.store = StoreSettings::Directus {
-            base_url: format!("http://127.0.0.1:{port}"),
-            token: Some("static-admin-token".into()),
-            timeout_seconds: 2,
-            page_size: 500,
-        };
-        o.seed_demo = false;
-    })
-    .await;
+    let app = app_on_unreachable_directus().await;
     let worker = app.local.network_worker.clone();
     assert_eq!(worker.queue(), common::tasks::Queue::Network);
     let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
