@@ -98,7 +98,7 @@ async fn every_participant_event_reaches_its_route() {
 #[tokio::test]
 async fn every_event_file_is_covered() {
     let mut files = Vec::new();
-    for dir in [events_dir(), events_dir().join("participant"), events_dir().join("conversations"), events_dir().join("projects")] {
+    for dir in ["", "participant", "conversations", "projects", "tasks", "scheduler"].map(|d| events_dir().join(d)) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -210,4 +210,70 @@ async fn every_conversations_event_reaches_its_route() {
     let (status, _) = invoke_on(router(), "conversations/delete-conversation.json").await;
     assert_eq!(status, 200);
     assert_eq!(app.local.store.get_conversation(CONVERSATION).await.unwrap(), None);
+}
+
+#[derive(Default)]
+struct RecordedDeadLetters(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl common::worker::QueueOps for RecordedDeadLetters {
+    async fn dead_letter(&self, _body: &str, task: &str, _error: &str) -> Result<(), String> {
+        self.0.lock().unwrap().push(task.to_string());
+        Ok(())
+    }
+    async fn retry_after(&self, _receipt_handle: &str, _delay: std::time::Duration) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Feeds an SQS event file to the worker of its queue; the ids of the records to retry.
+async fn deliver(app: &TestApp, file: &str, dead: &RecordedDeadLetters) -> Vec<String> {
+    let text = std::fs::read_to_string(events_dir().join(file)).unwrap();
+    let event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} does not parse as an SQS event: {e}"));
+    let arn = event.records[0].event_source_arn.clone().unwrap();
+    let runner: &dyn common::worker::TaskRunner =
+        if arn.ends_with("-audio") { app.local.audio_worker.as_ref() } else { app.local.network_worker.as_ref() };
+    let response = common::worker::handle_batch(runner, dead, event, 5, None).await;
+    response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
+}
+
+#[tokio::test]
+async fn every_task_event_reaches_its_worker() {
+    let llm = FakeLlm::start(LlmBehaviour::Reply("A summary.".into())).await;
+    let app = dashboard_app(&llm).await;
+    let dead = RecordedDeadLetters::default();
+    for file in [
+        "tasks/process-conversation-chunk.json",
+        "tasks/transcribe-chunk.json",
+        "tasks/finish-conversation-hook.json",
+        "tasks/merge-conversation-chunks.json",
+        "tasks/summarize-conversation.json",
+        "tasks/collect-and-finish-unfinished-conversations.json",
+        "tasks/update-runpod-transcription-response.json",
+        "tasks/process-runpod-chunk-response.json",
+        "tasks/get-runpod-diarization.json",
+        // Optional services that are not configured here: terminal, so dead-lettered.
+        "tasks/run-etl-pipeline.json",
+        "tasks/create-project-library.json",
+        "tasks/create-view.json",
+    ] {
+        assert!(deliver(&app, file, &dead).await.is_empty(), "{file} failed");
+    }
+    assert_eq!(dead.0.lock().unwrap().clone(), vec!["task_run_etl_pipeline", "task_create_project_library", "task_create_view"]);
+    let conversation = app.local.store.get_conversation(CONVERSATION).await.unwrap().unwrap();
+    assert!(conversation.merged_audio_path.is_some() && conversation.summary.is_some());
+
+    // The deletion tasks wait until their rows are gone, then clean up.
+    assert_eq!(deliver(&app, "tasks/delete-storage-objects.json", &dead).await.len(), 1, "the chunk still exists: retry later");
+    app.local.store.delete_conversation(CONVERSATION).await.unwrap();
+    for file in ["tasks/delete-storage-objects.json", "tasks/delete-conversation-artifacts.json"] {
+        assert!(deliver(&app, file, &dead).await.is_empty(), "{file} failed");
+    }
+    assert!(app.local.state.blob.list(&format!("conversation/{CONVERSATION}/")).await.unwrap().is_empty());
+
+    for file in ["scheduler/collector.json", "scheduler/runpod-poller.json", "scheduler/scheduled-event.json"] {
+        let input: Value = serde_json::from_str(&std::fs::read_to_string(events_dir().join(file)).unwrap()).unwrap();
+        scheduler::handle(&input, &app.local.queue).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
 }
