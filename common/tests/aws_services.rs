@@ -16,25 +16,49 @@ impl Drop for Moto {
     }
 }
 
-/// `moto_server` from PATH (or `MOTO_SERVER`); a missing one fails with what to install.
+/// `moto_server` from PATH (or `MOTO_SERVER`); a missing one fails with what to install. Tests
+/// run in parallel, so a port picked here can be taken before moto binds it: the server is only
+/// used once it is listening and still alive, else another port is tried.
 fn start_moto() -> (Moto, String) {
     let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(&program)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program:?} ({e}): install it with `pip install 'moto[server]'` (.ci/run does) or set MOTO_SERVER")
-        });
-    let moto = Moto(child);
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "moto_server did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..5 {
+        // Never hand one port to two tests of this binary (the kernel may offer it again).
+        let port = loop {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut taken = TAKEN.lock().unwrap();
+            if !taken.contains(&port) {
+                taken.push(port);
+                break port;
+            }
+        };
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program:?} ({e}): install it with `pip install 'moto[server]'` (.ci/run does) or set MOTO_SERVER")
+            });
+        let mut moto = Moto(child);
+        let started = Instant::now();
+        loop {
+            if moto.0.try_wait().unwrap().is_some() {
+                break; // the port was taken: try another
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Listening, and it is ours if it is still running.
+                std::thread::sleep(Duration::from_millis(100));
+                if moto.0.try_wait().unwrap().is_none() {
+                    return (moto, format!("http://127.0.0.1:{port}"));
+                }
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "moto_server did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    (moto, format!("http://127.0.0.1:{port}"))
+    panic!("moto_server could not get a free port in 5 tries");
 }
 
 #[tokio::test]
