@@ -48,3 +48,17 @@ impl<T: std::ops::Deref<Target = Services>> AuthConfig for T {
         &self.settings.auth.session_cookie_name
     }
 }
+
+/// Lets a function's state (a struct with a `services` field) be used as `Services`, which also
+/// gives it the session checks of `AuthConfig`.
+#[macro_export]
+macro_rules! deref_to_services {
+    ($state:ty) => {
+        impl std::ops::Deref for $state {
+            type Target = $crate::Services;
+            fn deref(&self) -> &$crate::Services {
+                &self.services
+            }
+        }
+    };
+}

@@ -23,12 +23,7 @@ pub struct AppState {
     pub upload_limiter: Arc<RateLimiter>,
 }
 
-impl std::ops::Deref for AppState {
-    type Target = Services;
-    fn deref(&self) -> &Services {
-        &self.services
-    }
-}
+common::deref_to_services!(AppState);
 
 impl AppState {
     pub fn new(services: Services) -> Self {
