@@ -71,8 +71,10 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let health = std::fs::read_to_string(workspace().join("events/health.json")).unwrap();
-        let finish = r#"{"task":"task_finish_conversation_hook","version":1,"args":{"conversation_id":"99999999-9999-4999-8999-999999999999"}}"#;
-        let merge = r#"{"task":"task_merge_conversation_chunks","version":1,"args":{"conversation_id":"99999999-9999-4999-8999-999999999999"}}"#;
+        let finish =
+            r#"{"task":"task_finish_conversation_hook","version":1,"args":{"conversation_id":"99999999-9999-4999-8999-999999999999"}}"#;
+        let merge =
+            r#"{"task":"task_merge_conversation_chunks","version":1,"args":{"conversation_id":"99999999-9999-4999-8999-999999999999"}}"#;
         let cases: Vec<(&str, String)> = vec![
             ("participant", health.clone()),
             ("conversations", health.clone()),

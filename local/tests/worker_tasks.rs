@@ -338,3 +338,78 @@ async fn diarization_feeds_the_health_stream() {
     }
     assert!(text.contains(r#"{"conversation_issue":"HIGH_NOISE"}"#), "{text}");
 }
+
+#[tokio::test]
+async fn an_assemblyai_job_continues_in_a_new_message_instead_of_sleeping() {
+    // A local server speaking AssemblyAI's v2 transcript protocol; the job finishes on demand.
+    let submits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, d) = (submits.clone(), done.clone());
+    let assemblyai = axum::Router::new()
+        .route(
+            "/v2/transcript",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let s = s.clone();
+                async move {
+                    assert!(body.0["audio_url"].as_str().unwrap().contains("X-Amz-Signature"));
+                    s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    axum::Json(json!({"id": "job-1", "status": "queued"}))
+                }
+            }),
+        )
+        .route(
+            "/v2/transcript/job-1",
+            axum::routing::get(move || {
+                let d = d.clone();
+                async move {
+                    if d.load(std::sync::atomic::Ordering::SeqCst) {
+                        axum::Json(json!({"id": "job-1", "status": "completed", "text": "Late but complete.", "words": []}))
+                    } else {
+                        axum::Json(json!({"id": "job-1", "status": "processing"}))
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, assemblyai).await.unwrap() });
+    let app = TestApp::start_with(|o| {
+        o.settings.transcription.provider_name = Some("AssemblyAI".into());
+        o.settings.transcription.assemblyai_base_url = base;
+        o.settings.transcription.assemblyai_api_key = Some("aai-key".into());
+    })
+    .await;
+    let cid = app.initiate().await;
+    let chunk = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "a.mp3").await;
+    let task = Task::TranscribeChunk {
+        conversation_chunk_id: chunk.clone(),
+        conversation_id: cid.clone(),
+        use_pii_redaction: false,
+        provider_job_id: None,
+        continuation: 0,
+    };
+    // Too little time left in this invocation to wait for the job.
+    let short = Delivery { deadline: Some(std::time::Instant::now() + Duration::from_secs(1)), ..delivery() };
+    assert!(matches!(app.local.network_worker.run(&task, &short).await, Ok(Done::Skipped(_))));
+    let queued = app.local.queue.snapshot();
+    let continuation = queued.iter().rev().find(|m| m.body.contains("task_transcribe_chunk")).expect("a continuation");
+    assert!(continuation.not_before > chrono::Utc::now() + chrono::Duration::seconds(25), "re-published with a delay");
+    let next = TaskMessage::parse(&continuation.body).unwrap().task;
+    assert_eq!(
+        next,
+        Task::TranscribeChunk {
+            conversation_chunk_id: chunk.clone(),
+            conversation_id: cid.clone(),
+            use_pii_redaction: false,
+            provider_job_id: Some("job-1".into()),
+            continuation: 1
+        }
+    );
+    assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap().transcript, None);
+
+    // The continuation polls the same job and never submits again.
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(app.local.network_worker.run(&next, &delivery()).await, Ok(Done::Completed));
+    assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap().transcript.as_deref(), Some("Late but complete."));
+    assert_eq!(submits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
