@@ -38,6 +38,23 @@ pub async fn completion_trigger(services: &Services, conversation_id: &str) -> R
     Ok(())
 }
 
+/// A final failure on a chunk: its `error` is set to `message`, then the completion trigger runs.
+/// Best-effort (a task's final-failure action): failures are logged.
+pub async fn record_chunk_failure(services: &Services, chunk_id: &str, message: String) {
+    let chunk = match services.store.get_chunk(chunk_id).await {
+        Ok(Some(chunk)) => chunk,
+        Ok(None) => return,
+        Err(err) => return tracing::error!(%err, chunk_id, "could not record the chunk's error"),
+    };
+    let patch = crate::store::ChunkPatch { error: Some(message), ..Default::default() };
+    if let Err(err) = services.store.update_chunk(chunk_id, patch).await {
+        return tracing::error!(%err, chunk_id, "could not record the chunk's error");
+    }
+    if let Err(err) = completion_trigger(services, &chunk.conversation_id).await {
+        tracing::error!(%err, chunk_id, "completion trigger failed");
+    }
+}
+
 /// What the finish hook did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::Services;
 use common::audio::{self, AudioError};
 use common::merge::TempDir;
-use common::pipeline::{StatusIds, StatusStep, completion_trigger};
+use common::pipeline::{StatusIds, StatusStep, record_chunk_failure};
 use common::store::{Chunk, ChunkPatch, NewChunk, StoreError};
 use common::tasks::Task;
 use common::worker::{Delivery, Done, TaskError};
@@ -21,20 +21,7 @@ const STEP_ESTIMATE: Duration = Duration::from_secs(120);
 
 /// The chunk's `error` after a final failure, then the completion trigger.
 pub async fn record_failure(services: &Services, chunk_id: &str, reason: &str) {
-    let message = format!("Audio processing failed: {reason}");
-    match services.store.get_chunk(chunk_id).await {
-        Ok(Some(chunk)) => {
-            if let Err(err) = services.store.update_chunk(chunk_id, ChunkPatch { error: Some(message), ..Default::default() }).await {
-                tracing::error!(%err, chunk_id, "could not record the chunk's error");
-                return;
-            }
-            if let Err(err) = completion_trigger(services, &chunk.conversation_id).await {
-                tracing::error!(%err, chunk_id, "completion trigger failed");
-            }
-        }
-        Ok(None) => {}
-        Err(err) => tracing::error!(%err, chunk_id, "could not record the chunk's error"),
-    }
+    record_chunk_failure(services, chunk_id, format!("Audio processing failed: {reason}")).await;
 }
 
 /// UUIDv5 (URL namespace) of `echo-lambda/split/{chunk_id}/{i}/{n}`.

@@ -8,7 +8,7 @@ use common::Services;
 use common::blob::BlobError;
 use common::config::{ConfigError, TranscriptionProvider};
 use common::merge::TempDir;
-use common::pipeline::{StatusIds, StatusStep, completion_trigger, record_status};
+use common::pipeline::{StatusIds, StatusStep, completion_trigger, record_chunk_failure, record_status};
 use common::store::{Chunk, ChunkPatch};
 use common::tasks::Task;
 use common::transcribe::{AssemblyAi, AssemblyAiStatus, OpenAiTranscriber, TranscribeError, hotwords_from_prompt};
@@ -26,15 +26,7 @@ fn provider_error(err: TranscribeError) -> TaskError {
 
 /// The chunk's `error` after a final failure, then the completion trigger.
 pub async fn record_failure(services: &Services, chunk_id: &str, reason: &str) {
-    let Ok(Some(chunk)) = services.store.get_chunk(chunk_id).await else { return };
-    let patch = ChunkPatch { error: Some(format!("Transcription failed: {reason}")), ..Default::default() };
-    if let Err(err) = services.store.update_chunk(chunk_id, patch).await {
-        tracing::error!(%err, chunk_id, "could not record the chunk's error");
-        return;
-    }
-    if let Err(err) = completion_trigger(services, &chunk.conversation_id).await {
-        tracing::error!(%err, chunk_id, "completion trigger failed");
-    }
+    record_chunk_failure(services, chunk_id, format!("Transcription failed: {reason}")).await;
 }
 
 pub async fn run(
