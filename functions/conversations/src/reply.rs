@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::access::is_uuid;
 use common::http::JsonBody;
 use common::llm::{LlmError, Message};
-use common::store::{Conversation, Project};
+use common::store::{ChunkOrder, Conversation, Project};
 use futures::StreamExt;
 use minijinja::context;
 use serde::Deserialize;
@@ -79,7 +79,7 @@ async fn reply(state: &AppState, cid: &str, language: &str, tx: &mpsc::Sender<By
         return Err(ReplyError::NotAvailable("replies are disabled for this project"));
     }
 
-    let current = conversation_text(state, &conversation, true).await?;
+    let current = conversation_text(state, &conversation).await?;
     let neighbours = neighbour_blocks(state, &project, &conversation).await?;
     let prompt = common::prompts::render(
         "get_reply_system",
@@ -118,9 +118,9 @@ async fn reply(state: &AppState, cid: &str, language: &str, tx: &mpsc::Sender<By
 }
 
 /// Chunk transcripts and earlier replies merged by time.
-async fn conversation_text(state: &AppState, conversation: &Conversation, with_replies: bool) -> Result<String, ReplyError> {
-    let chunks = crate::routes::chunks_oldest_first(state, &conversation.id).await.map_err(|e| ReplyError::Other(format!("{e:?}")))?;
-    let replies = if with_replies { state.store.list_replies(&conversation.id, 1000).await? } else { Vec::new() };
+async fn conversation_text(state: &AppState, conversation: &Conversation) -> Result<String, ReplyError> {
+    let chunks = state.store.list_chunks(&conversation.id, ChunkOrder::OldestFirst).await?;
+    let replies = state.store.list_replies(&conversation.id, 1000).await?;
     let mut items: Vec<(chrono::DateTime<chrono::Utc>, String)> =
         chunks.into_iter().filter_map(|c| c.transcript.map(|t| (c.timestamp, format!("{t}\n")))).collect();
     items.extend(replies.into_iter().filter_map(|r| {
@@ -161,7 +161,7 @@ async fn neighbour_blocks(state: &AppState, project: &Project, current: &Convers
                 None => continue,
             }
         } else {
-            let full = conversation_text(state, &other, true).await?;
+            let full = conversation_text(state, &other).await?;
             common::offload(move || common::tokens::truncate_blocking(&full, NEIGHBOUR_TOKENS)).await?
         };
         let candidate = block(&other, project, &text);

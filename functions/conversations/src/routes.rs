@@ -11,7 +11,7 @@ use common::access::{CONVERSATION_NOT_FOUND, is_uuid, owned_conversation};
 use common::auth::Session;
 use common::blob::PRESIGN_BROWSER;
 use common::http::{JsonBody, QueryParams};
-use common::store::{ChunkOrder, NewChunk, NewConversation};
+use common::store::{NewChunk, NewConversation};
 use common::tasks::Task;
 use common::{ApiError, merge, summary};
 use serde::Deserialize;
@@ -206,9 +206,4 @@ pub async fn delete_conversation(State(state): State<AppState>, session: Session
     })?;
     tracing::info!(conversation_id = %conversation.id, "conversation deleted");
     Ok(Json(json!({"status": "success", "message": "Conversation deleted successfully"})))
-}
-
-/// Used by get-reply and health: chunks of a conversation in recording order.
-pub(crate) async fn chunks_oldest_first(state: &AppState, cid: &str) -> Result<Vec<common::store::Chunk>, ApiError> {
-    Ok(state.store.list_chunks(cid, ChunkOrder::OldestFirst).await?)
 }
