@@ -118,22 +118,8 @@ async fn counts_transcript_and_token_count() {
 
 /// Uploads a fixture as an audio chunk of the conversation; returns its path.
 async fn audio_chunk(app: &TestApp, cid: &str, second: u32, file: &str) -> String {
-    let key = format!("conversation/{cid}/chunks/{}-{file}", uuid::Uuid::new_v4());
-    app.local.state.blob.put(&key, fixture_audio(file).into(), None).await.unwrap();
-    let path = app.local.state.blob.url_for_key(&key);
-    app.local
-        .store
-        .create_chunk(NewChunk {
-            id: uuid::Uuid::new_v4().to_string(),
-            conversation_id: cid.into(),
-            timestamp: chrono::Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, second).unwrap(),
-            path: Some(path.clone()),
-            source: Some("PORTAL_AUDIO".into()),
-            transcript: None,
-        })
-        .await
-        .unwrap();
-    path
+    let at = chrono::Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, second).unwrap();
+    app.stored_chunk(cid, file, fixture_audio(file), at).await.path.unwrap()
 }
 
 async fn fixture_duration(file: &str) -> f64 {
@@ -208,20 +194,7 @@ async fn content_errors() {
     );
     // Audio that ffmpeg cannot decode.
     let (_, corrupt) = app.owned_conversation(OWNER).await;
-    let key = format!("conversation/{corrupt}/chunks/x-junk.webm");
-    app.local.state.blob.put(&key, vec![0x17u8; 4096].into(), None).await.unwrap();
-    app.local
-        .store
-        .create_chunk(NewChunk {
-            id: uuid::Uuid::new_v4().to_string(),
-            conversation_id: corrupt.clone(),
-            timestamp: chrono::Utc::now(),
-            path: Some(app.local.state.blob.url_for_key(&key)),
-            source: None,
-            transcript: None,
-        })
-        .await
-        .unwrap();
+    app.stored_chunk(&corrupt, "junk.webm", vec![0x17u8; 4096], chrono::Utc::now()).await;
     assert_eq!(
         app.call(Method::GET, &format!("/api/conversations/{corrupt}/content"), Some(&owner), None).await,
         (400, json!({"detail": "Failed to merge audio files: no decodable audio"}))

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use common::store::{ChunkOrder, NewChunk};
+use common::store::ChunkOrder;
 use common::tasks::{Task, TaskMessage};
 use common::worker::{Delivery, Done, QueueOps, TaskRunner, handle_batch};
 use serde_json::json;
@@ -21,22 +21,7 @@ async fn tone_chunk(app: &TestApp, cid: &str, seconds: f64, args: &[&str], file:
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(file);
     common::audio::generate_tone(&path, seconds, 330, args).await.expect("ffmpeg is needed: apt-get install ffmpeg");
-    let id = uuid::Uuid::new_v4().to_string();
-    let key = format!("conversation/{cid}/chunks/{id}-{file}");
-    app.local.state.blob.upload_file(&key, &path, "application/octet-stream").await.unwrap();
-    app.local
-        .store
-        .create_chunk(NewChunk {
-            id: id.clone(),
-            conversation_id: cid.into(),
-            timestamp: chrono::Utc::now(),
-            path: Some(app.local.state.blob.url_for_key(&key)),
-            source: Some("PORTAL_AUDIO".into()),
-            transcript: None,
-        })
-        .await
-        .unwrap();
-    id
+    app.stored_chunk(cid, file, std::fs::read(&path).unwrap(), chrono::Utc::now()).await.id
 }
 
 fn names(app: &TestApp) -> Vec<String> {
@@ -169,21 +154,7 @@ impl QueueOps for RecordingOps {
 async fn poison_messages_are_acknowledged_and_recorded() {
     let app = TestApp::start().await;
     let cid = app.initiate().await;
-    let corrupt = uuid::Uuid::new_v4().to_string();
-    let key = format!("conversation/{cid}/chunks/{corrupt}-junk.webm");
-    app.local.state.blob.put(&key, vec![0x42u8; 8192].into(), None).await.unwrap();
-    app.local
-        .store
-        .create_chunk(NewChunk {
-            id: corrupt.clone(),
-            conversation_id: cid.clone(),
-            timestamp: chrono::Utc::now(),
-            path: Some(app.local.state.blob.url_for_key(&key)),
-            source: None,
-            transcript: None,
-        })
-        .await
-        .unwrap();
+    let corrupt = app.stored_chunk(&cid, "junk.webm", vec![0x42u8; 8192], chrono::Utc::now()).await.id;
     let mut event = SqsEvent::default();
     event.records.push(record("bad-json", "{nope"));
     event.records.push(record("bad-version", r#"{"task":"task_process_conversation_chunk","version":7,"args":{"chunk_id":"x"}}"#));
@@ -256,22 +227,7 @@ async fn a_transient_failure_fails_only_its_own_record() {
 async fn echo_local_shows_what_its_queue_gave_up_on() {
     let app = TestApp::start().await;
     let cid = app.initiate().await;
-    let key = format!("conversation/{cid}/chunks/x-junk.webm");
-    app.local.state.blob.put(&key, vec![0x42u8; 4096].into(), None).await.unwrap();
-    let upload_path = app.local.state.blob.url_for_key(&key);
-    let chunk = uuid::Uuid::new_v4().to_string();
-    app.local
-        .store
-        .create_chunk(NewChunk {
-            id: chunk.clone(),
-            conversation_id: cid,
-            timestamp: chrono::Utc::now(),
-            path: Some(upload_path),
-            source: None,
-            transcript: None,
-        })
-        .await
-        .unwrap();
+    let chunk = app.stored_chunk(&cid, "junk.webm", vec![0x42u8; 4096], chrono::Utc::now()).await.id;
     use common::tasks::TaskPublisher;
     app.local.queue.publish(Task::ProcessConversationChunk { chunk_id: chunk, use_pii_redaction: false }, Duration::ZERO).await.unwrap();
     app.local.run_tasks().await;

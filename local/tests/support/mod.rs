@@ -264,6 +264,32 @@ impl TestApp {
         (project, conversation)
     }
 
+    /// `bytes` stored as an upload of the conversation (`conversation/{cid}/chunks/{id}-{file}`)
+    /// and a portal-audio chunk pointing at it.
+    pub async fn stored_chunk(
+        &self,
+        conversation: &str,
+        file: &str,
+        bytes: Vec<u8>,
+        timestamp: chrono::DateTime<chrono::Utc>,
+    ) -> common::store::Chunk {
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = format!("conversation/{conversation}/chunks/{id}-{file}");
+        self.local.state.blob.put(&key, bytes.into(), None).await.unwrap();
+        self.local
+            .store
+            .create_chunk(common::store::NewChunk {
+                id,
+                conversation_id: conversation.into(),
+                timestamp,
+                path: Some(self.local.state.blob.url_for_key(&key)),
+                source: Some("PORTAL_AUDIO".into()),
+                transcript: None,
+            })
+            .await
+            .unwrap()
+    }
+
     /// A text chunk at `second` past a fixed minute.
     pub async fn text_chunk(&self, conversation: &str, second: u32, text: &str) -> String {
         use chrono::TimeZone;
