@@ -40,20 +40,18 @@ async fn invoke(app: &TestApp, file: &str) -> (u16, Value) {
     (status, body.unwrap_or_else(|| panic!("{file}: not JSON")))
 }
 
+/// The conversation the events name, in the demo project.
+async fn create_event_conversation(app: &TestApp) {
+    let conversation =
+        NewConversation { id: CONVERSATION.into(), project_id: PROJECT.into(), participant_name: Some("Ada".into()), ..Default::default() };
+    app.local.store.create_conversation(conversation).await.unwrap();
+}
+
 #[tokio::test]
 async fn every_participant_event_reaches_its_route() {
     let app = TestApp::start().await;
     // The ids the events carry: the demo project and tag, plus a conversation and a chunk.
-    app.local
-        .store
-        .create_conversation(NewConversation {
-            id: CONVERSATION.into(),
-            project_id: PROJECT.into(),
-            participant_name: Some("Ada".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_event_conversation(&app).await;
     let event: Value =
         serde_json::from_str(&std::fs::read_to_string(events_dir().join("participant/confirm-upload.json")).unwrap()).unwrap();
     let confirm: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
@@ -127,16 +125,7 @@ async fn dashboard_app(llm: &FakeLlm) -> TestApp {
     .await;
     let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
     db.execute("UPDATE project SET directus_user_id = ?1 WHERE id = ?2", [EVENTS_OWNER, PROJECT]).unwrap();
-    app.local
-        .store
-        .create_conversation(NewConversation {
-            id: CONVERSATION.into(),
-            project_id: PROJECT.into(),
-            participant_name: Some("Ada".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_event_conversation(&app).await;
     // The chunk the events name: real audio, made with ffmpeg.
     let dir = tempfile::tempdir().unwrap();
     let tone = dir.path().join("tone.mp3");
