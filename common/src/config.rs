@@ -66,6 +66,13 @@ pub struct DiarizationSettings {
     pub english_only: bool,
 }
 
+/// The RunPod topic modeler behind the project library and its views (data-model.md §4.8).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicModelerSettings {
+    pub url: Option<String>,
+    pub api_key: Option<String>,
+}
+
 /// Where secrets live when they are not in the environment: SSM parameter names
 /// (`DIRECTUS_TOKEN_SSM_PARAMETER`, `DIRECTUS_SECRET_SSM_PARAMETER`), read once at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -251,6 +258,7 @@ pub struct Settings {
     pub transcription: TranscriptionSettings,
     pub runpod_diarization: bool,
     pub diarization: DiarizationSettings,
+    pub topic_modeler: TopicModelerSettings,
     pub health_stream_max_seconds: u64,
     pub build_version: String,
     pub debug_mode: bool,
@@ -387,6 +395,10 @@ impl Settings {
                 base_url: var("RUNPOD_DIARIZATION_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
                 timeout_seconds: number("RUNPOD_DIARIZATION_TIMEOUT", 30)?,
                 english_only: parse_bool(var("DISABLE_MULTILINGUAL_DIARIZATION").as_deref()),
+            },
+            topic_modeler: TopicModelerSettings {
+                url: var("RUNPOD_TOPIC_MODELER_URL").map(|u| u.trim_end_matches('/').to_string()),
+                api_key: var("RUNPOD_TOPIC_MODELER_API_KEY"),
             },
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),

@@ -123,6 +123,13 @@ impl<'a> StatusStep<'a> {
         StatusStep { services, prefix, message, ids, parent, started: Instant::now() }
     }
 
+    /// `.completed` with the reason the step ended early (ECHO's exit message).
+    pub async fn finish_early(self, exit_message: &str) {
+        let ms = self.started.elapsed().as_millis() as i64;
+        let message = format!("{} -\n {exit_message}", self.message);
+        write(self.services, format!("{}.completed", self.prefix), Some(message), Some(ms), self.parent, &self.ids).await;
+    }
+
     pub async fn finish(self, result: Result<(), &str>) {
         let ms = self.started.elapsed().as_millis() as i64;
         let (event, message) = match result {

@@ -11,6 +11,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("generate_conversation_summary.en", include_str!("../prompts/generate_conversation_summary.en.jinja")),
     ("system_report.en", include_str!("../prompts/system_report.en.jinja")),
     ("default_whisper_prompt.en", include_str!("../prompts/default_whisper_prompt.en.jinja")),
+    ("default_view_recurring_themes.en", include_str!("../prompts/default_view_recurring_themes.en.jinja")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum PromptError {
     Missing(String),
     #[error("prompt template {name}: {source}")]
     Render { name: String, source: minijinja::Error },
+    #[error("prompt template {name} is not a JSON object with {keys:?}")]
+    NotJson { name: String, keys: Vec<&'static str> },
 }
 
 fn environment() -> &'static Environment<'static> {
@@ -44,6 +47,21 @@ pub fn render<C: Serialize>(name: &str, language: &str, context: C) -> Result<St
     template.render(context).map_err(|source| PromptError::Render { name: name.to_string(), source })
 }
 
+/// Renders a JSON template and checks it is an object holding every one of `keys` as a string.
+pub fn render_json<C: Serialize>(
+    name: &str,
+    language: &str,
+    context: C,
+    keys: &[&'static str],
+) -> Result<serde_json::Map<String, serde_json::Value>, PromptError> {
+    let text = render(name, language, context)?;
+    let bad = || PromptError::NotJson { name: name.to_string(), keys: keys.to_vec() };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(map)) if keys.iter().all(|k| map.get(*k).is_some_and(serde_json::Value::is_string)) => Ok(map),
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +73,15 @@ mod tests {
         assert!(text.contains("a <b> & c"));
         assert!(text.contains("\"nl\""));
         assert!(matches!(render("nope", "en", context! {}), Err(PromptError::Missing(_))));
+    }
+
+    #[test]
+    fn json_templates_hold_their_keys() {
+        let view = render_json("default_view_recurring_themes", "de", context! {}, &["user_query", "user_query_context"]).unwrap();
+        assert!(view["user_query"].as_str().unwrap().ends_with('?'));
+        let missing = render_json("default_view_recurring_themes", "en", context! {}, &["user_query", "nope"]);
+        assert!(matches!(missing, Err(PromptError::NotJson { .. })));
+        let not_json = render_json("default_whisper_prompt", "en", context! {}, &["user_query"]);
+        assert!(matches!(not_json, Err(PromptError::NotJson { .. })));
     }
 }

@@ -17,6 +17,54 @@ fn uuid() -> String {
 struct Backend<'a> {
     store: &'a dyn Store,
     owner: String,
+    /// Writes rows the Store never writes itself (segments, the topic modeler's views).
+    seed: Seed,
+}
+
+enum Seed {
+    Sqlite(std::path::PathBuf),
+    Directus { url: String, token: String },
+}
+
+impl Seed {
+    /// Inserts one row; its id.
+    async fn insert(&self, collection: &str, row: serde_json::Value) -> serde_json::Value {
+        match self {
+            Seed::Sqlite(path) => {
+                let db = rusqlite::Connection::open(path).unwrap();
+                let object = row.as_object().unwrap();
+                let columns: Vec<&str> = object.keys().map(String::as_str).collect();
+                let sql = format!(
+                    "INSERT INTO {collection} ({}) VALUES ({}) RETURNING id",
+                    columns.join(", "),
+                    vec!["?"; columns.len()].join(", ")
+                );
+                let values: Vec<String> = object.values().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect();
+                db.query_row(&sql, rusqlite::params_from_iter(values), |r| r.get::<_, rusqlite::types::Value>(0))
+                    .map(|id| match id {
+                        rusqlite::types::Value::Integer(i) => serde_json::json!(i),
+                        rusqlite::types::Value::Text(t) => serde_json::json!(t),
+                        other => panic!("unexpected id {other:?}"),
+                    })
+                    .unwrap()
+            }
+            Seed::Directus { url, token } => {
+                let created: serde_json::Value = reqwest::Client::new()
+                    .post(format!("{url}/items/{collection}?fields=id"))
+                    .bearer_auth(token)
+                    .json(&row)
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                created["data"]["id"].clone()
+            }
+        }
+    }
 }
 
 async fn project(b: &Backend<'_>, open: bool) -> Project {
@@ -257,6 +305,40 @@ async fn pagination(b: &Backend<'_>) {
     assert_eq!(newest, oldest);
 }
 
+/// The project library's reads: its analysis runs, the segments of its conversations, and the
+/// views the topic modeler wrote.
+async fn library(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
+    let elsewhere = project(b, true).await;
+    let run = uuid();
+    store.create_analysis_run(&run, &p.id).await.unwrap();
+    assert!(matches!(store.create_analysis_run(&run, &p.id).await, Err(StoreError::AlreadyExists { .. })), "the id is taken");
+    assert_eq!(store.analysis_run_project(&run).await.unwrap().as_deref(), Some(p.id.as_str()));
+    assert_eq!(store.analysis_run_project(&uuid()).await.unwrap(), None);
+    assert_eq!(store.latest_analysis_run(&p.id).await.unwrap().as_deref(), Some(run.as_str()));
+
+    let mut ours = Vec::new();
+    for project_id in [&p.id, &p.id, &elsewhere.id] {
+        let cid = uuid();
+        store.create_conversation(NewConversation { id: cid.clone(), project_id: project_id.clone(), ..Default::default() }).await.unwrap();
+        for _ in 0..2 {
+            let id = b.seed.insert("conversation_segment", serde_json::json!({ "conversation_id": cid, "transcript": "t" })).await;
+            if project_id == &p.id {
+                ours.push(id.as_i64().unwrap());
+            }
+        }
+    }
+    ours.sort_unstable();
+    assert_eq!(store.project_segment_ids(&p.id).await.unwrap(), ours, "all pages, this project's only");
+    assert!(store.project_segment_ids(&uuid()).await.unwrap().is_empty());
+
+    assert!(!store.analysis_run_has_view(&run, "themes?").await.unwrap());
+    b.seed.insert("view", serde_json::json!({ "id": uuid(), "project_analysis_run_id": run, "user_input": "themes?" })).await;
+    assert!(store.analysis_run_has_view(&run, "themes?").await.unwrap());
+    assert!(!store.analysis_run_has_view(&run, "other?").await.unwrap());
+}
+
 async fn run_contract(b: &Backend<'_>) {
     projects_and_tags(b).await;
     conversations(b).await;
@@ -264,17 +346,19 @@ async fn run_contract(b: &Backend<'_>) {
     pagination(b).await;
     notification_participants(b).await;
     dashboard_operations(b).await;
+    library(b).await;
 }
 
 #[tokio::test]
 async fn sqlite_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("nested/echo.sqlite3"), OffloadPool::new(4)).await.unwrap();
+    let file = dir.path().join("nested/echo.sqlite3");
+    let store = SqliteStore::open(&file, OffloadPool::new(4)).await.unwrap();
     let owner = uuid();
-    run_contract(&Backend { store: &store, owner: owner.clone() }).await;
+    run_contract(&Backend { store: &store, owner: owner.clone(), seed: Seed::Sqlite(file.clone()) }).await;
     // Reopening runs no migration twice and keeps the data.
-    let again = SqliteStore::open(dir.path().join("nested/echo.sqlite3"), OffloadPool::new(4)).await.unwrap();
-    run_contract(&Backend { store: &again, owner }).await;
+    let again = SqliteStore::open(&file, OffloadPool::new(4)).await.unwrap();
+    run_contract(&Backend { store: &again, owner, seed: Seed::Sqlite(file.clone()) }).await;
 }
 
 /// `DIRECTUS_TEST_URL` and `DIRECTUS_TEST_TOKEN`, or a failure that says how to get them.
@@ -320,7 +404,8 @@ async fn directus_store_keeps_the_contract() {
     })
     .unwrap();
     assert_eq!(store.backend(), common::Dependency::Directus);
-    run_contract(&Backend { store: &store, owner: owner.clone() }).await;
+    let seed = || Seed::Directus { url: url.clone(), token: token.clone() };
+    run_contract(&Backend { store: &store, owner: owner.clone(), seed: seed() }).await;
     // And through `connect`, as the functions get it.
     let settings = common::config::Settings::from_lookup(|name| match name {
         "ECHO_STORE" => Some("directus".into()),
@@ -330,7 +415,7 @@ async fn directus_store_keeps_the_contract() {
     })
     .unwrap();
     let connected = connect(&settings).await.unwrap();
-    run_contract(&Backend { store: connected.as_ref(), owner }).await;
+    run_contract(&Backend { store: connected.as_ref(), owner, seed: seed() }).await;
 }
 
 #[tokio::test]

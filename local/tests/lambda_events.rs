@@ -242,14 +242,16 @@ async fn every_task_event_reaches_its_worker() {
         "tasks/update-runpod-transcription-response.json",
         "tasks/process-runpod-chunk-response.json",
         "tasks/get-runpod-diarization.json",
+        // The library records its run and queues its views.
+        "tasks/create-project-library.json",
         // Optional services that are not configured here: terminal, so dead-lettered.
         "tasks/run-etl-pipeline.json",
-        "tasks/create-project-library.json",
         "tasks/create-view.json",
     ] {
         assert!(deliver(&app, file, &dead).await.is_empty(), "{file} failed");
     }
-    assert_eq!(dead.0.lock().unwrap().clone(), vec!["task_run_etl_pipeline", "task_create_project_library", "task_create_view"]);
+    assert_eq!(dead.0.lock().unwrap().clone(), vec!["task_run_etl_pipeline", "task_create_view"]);
+    assert!(app.published().iter().any(|m| m["task"] == "task_create_view"), "the library queued its default view");
     let conversation = app.local.store.get_conversation(CONVERSATION).await.unwrap().unwrap();
     assert!(conversation.merged_audio_path.is_some() && conversation.summary.is_some());
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use common::store::ChunkOrder;
 use common::tasks::{Task, TaskMessage};
-use common::worker::{Delivery, Done, QueueOps, TaskRunner, handle_batch};
+use common::worker::{Delivery, Done, QueueOps, TaskError, TaskRunner, handle_batch};
 use serde_json::json;
 use support::*;
 
@@ -368,4 +368,190 @@ async fn an_assemblyai_job_continues_in_a_new_message_instead_of_sleeping() {
     assert_eq!(app.local.network_worker.run(&next, &delivery()).await, Ok(Done::Completed));
     assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap().transcript.as_deref(), Some("Late but complete."));
     assert_eq!(submits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A local server speaking the RunPod serverless `/run` protocol for the topic modeler; it
+/// answers with the status the test sets and keeps what it was sent.
+/// A job the topic modeler was sent: its Authorization header and body.
+type TopicJob = (Option<String>, serde_json::Value);
+
+struct FakeTopicModeler {
+    url: String,
+    jobs: std::sync::Arc<std::sync::Mutex<Vec<TopicJob>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl FakeTopicModeler {
+    async fn start() -> Self {
+        let jobs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (seen, answer) = (jobs.clone(), status.clone());
+        let router = axum::Router::new().route(
+            "/run",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                let (seen, answer) = (seen.clone(), answer.clone());
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    seen.lock().unwrap().push((auth, body.0));
+                    let code = axum::http::StatusCode::from_u16(answer.load(std::sync::atomic::Ordering::SeqCst)).unwrap();
+                    (code, axum::Json(json!({"id": "topic-job", "status": "IN_QUEUE"})))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        FakeTopicModeler { url, jobs, status }
+    }
+
+    fn answer(&self, code: u16) {
+        self.status.store(code, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn jobs(&self) -> Vec<TopicJob> {
+        self.jobs.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_library_starts_each_view_once_with_every_segment_of_the_project() {
+    let modeler = FakeTopicModeler::start().await;
+    let url = modeler.url.clone();
+    let app = TestApp::start_with(|o| {
+        o.settings.topic_modeler.url = Some(url);
+        o.settings.topic_modeler.api_key = Some("tm-key".into());
+    })
+    .await;
+    let network = app.local.network_worker.clone();
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let (first, second) = (app.initiate().await, app.initiate().await);
+    let other = app
+        .local
+        .store
+        .create_project(common::store::NewProject { id: uuid::Uuid::new_v4().to_string(), ..Default::default() })
+        .await
+        .unwrap();
+    let stranger = uuid::Uuid::new_v4().to_string();
+    app.local
+        .store
+        .create_conversation(common::store::NewConversation { id: stranger.clone(), project_id: other.id.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    let segment = |cid: &str| -> i64 {
+        db.execute("INSERT INTO conversation_segment (conversation_id, transcript) VALUES (?1, 't')", [cid]).unwrap();
+        db.last_insert_rowid()
+    };
+    let ours = vec![segment(&first), segment(&second), segment(&first)];
+    segment(&stranger);
+
+    // The library: one run with the API's id, one view task per default view, on every delivery.
+    let run = uuid::Uuid::new_v4().to_string();
+    let library = Task::CreateProjectLibrary { project_id: PROJECT.into(), language: "nl".into(), project_analysis_run_id: run.clone() };
+    for _ in 0..2 {
+        assert_eq!(network.run(&library, &delivery()).await, Ok(Done::Completed));
+    }
+    let runs: i64 =
+        db.query_row("SELECT count(*) FROM project_analysis_run WHERE id = ?1 AND project_id = ?2", [&run, PROJECT], |r| r.get(0)).unwrap();
+    assert_eq!(runs, 1);
+    let views: Vec<serde_json::Value> = app.published().into_iter().filter(|m| m["task"] == "task_create_view").collect();
+    assert_eq!(views.len(), 2, "one per delivery; the view's own guard absorbs the repeat");
+    let args = &views[0]["args"];
+    assert_eq!((args["project_analysis_run_id"].as_str(), args["language"].as_str()), (Some(run.as_str()), Some("nl")));
+    let (query, context) = (args["user_query"].as_str().unwrap().to_string(), args["user_query_context"].as_str().unwrap().to_string());
+    assert!(!query.is_empty() && !context.is_empty(), "{args}");
+
+    // The view: the topic modeler gets every segment of the project and nothing else.
+    let view = TaskMessage::parse(&views[0].to_string()).unwrap().task;
+    assert_eq!(network.run(&view, &delivery()).await, Ok(Done::Completed));
+    let jobs = modeler.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].0.as_deref(), Some("Bearer tm-key"));
+    assert_eq!(
+        jobs[0].1,
+        json!({"input": {
+            "project_analysis_run_id": run,
+            "response_language": "nl",
+            "segment_ids": ours,
+            "user_input": query,
+            "user_input_description": context,
+            "user_prompt": format!("{query}\n\n\n{context}"),
+        }})
+    );
+    let steps: Vec<String> = {
+        let mut stmt = db.prepare("SELECT event FROM processing_status WHERE project_analysis_run_id = ?1 ORDER BY id").unwrap();
+        stmt.query_map([&run], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(steps, vec!["task_create_view.started", "task_create_view.completed"]);
+
+    // Once the modeler has written the view, a duplicate delivery starts nothing.
+    db.execute("INSERT INTO view (id, project_analysis_run_id, user_input) VALUES ('v1', ?1, ?2)", [&run, &query]).unwrap();
+    assert!(matches!(network.run(&view, &delivery()).await, Ok(Done::Skipped(_))));
+    assert_eq!(modeler.jobs().len(), 1);
+
+    // Its failures: 5xx retries, 4xx never can succeed.
+    let other_view = Task::CreateView {
+        project_analysis_run_id: run.clone(),
+        user_query: "What about parking?".into(),
+        user_query_context: String::new(),
+        language: "en".into(),
+    };
+    modeler.answer(503);
+    assert!(matches!(network.run(&other_view, &delivery()).await, Err(TaskError::Transient(_))));
+    modeler.answer(400);
+    assert!(matches!(network.run(&other_view, &delivery()).await, Err(TaskError::Terminal(_))));
+    assert_eq!(modeler.jobs()[1].1["input"]["user_prompt"], "What about parking?\n\n\n");
+}
+
+#[tokio::test]
+async fn library_tasks_skip_what_is_gone_and_refuse_without_a_topic_modeler() {
+    let modeler = FakeTopicModeler::start().await;
+    let url = modeler.url.clone();
+    let app = TestApp::start_with(|o| {
+        o.settings.topic_modeler.url = Some(url);
+        o.settings.topic_modeler.api_key = Some("tm-key".into());
+    })
+    .await;
+    let network = app.local.network_worker.clone();
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let run = uuid::Uuid::new_v4().to_string();
+    let missing = uuid::Uuid::new_v4().to_string();
+    let library = Task::CreateProjectLibrary { project_id: missing.clone(), language: "en".into(), project_analysis_run_id: run.clone() };
+    assert_eq!(network.run(&library, &delivery()).await, Ok(Done::Skipped(format!("Project not found: {missing}"))));
+    let runs: i64 = db.query_row("SELECT count(*) FROM project_analysis_run", [], |r| r.get(0)).unwrap();
+    assert_eq!(runs, 0);
+    let message: String = db
+        .query_row("SELECT message FROM processing_status WHERE event = 'task_create_project_library.completed'", [], |r| r.get(0))
+        .unwrap();
+    assert!(message.ends_with(&format!("Project not found: {missing}")), "{message}");
+
+    let view = |run: &str, query: &str| Task::CreateView {
+        project_analysis_run_id: run.into(),
+        user_query: query.into(),
+        user_query_context: String::new(),
+        language: "en".into(),
+    };
+    assert!(matches!(network.run(&view(&run, "themes?"), &delivery()).await, Ok(Done::Skipped(_))), "unknown run");
+    assert!(matches!(network.run(&view("", "themes?"), &delivery()).await, Ok(Done::Skipped(_))), "no run id");
+    // A project without segments has nothing to model.
+    db.execute(
+        "INSERT INTO project_analysis_run (id, project_id, created_at) VALUES (?1, ?2, '2025-10-16T12:00:00.000Z')",
+        [&run, PROJECT],
+    )
+    .unwrap();
+    assert_eq!(
+        network.run(&view(&run, "themes?"), &delivery()).await,
+        Ok(Done::Skipped(format!("No segments found for project: {PROJECT}")))
+    );
+    assert!(matches!(network.run(&view(&run, " "), &delivery()).await, Ok(Done::Skipped(_))), "no query");
+    assert!(modeler.jobs().is_empty());
+
+    let unconfigured = TestApp::start().await;
+    let db = rusqlite::Connection::open(unconfigured.dir.path().join("echo.sqlite3")).unwrap();
+    db.execute(
+        "INSERT INTO project_analysis_run (id, project_id, created_at) VALUES (?1, ?2, '2025-10-16T12:00:00.000Z')",
+        [&run, PROJECT],
+    )
+    .unwrap();
+    let outcome = unconfigured.local.network_worker.run(&view(&run, "themes?"), &delivery()).await;
+    assert!(matches!(&outcome, Err(TaskError::Terminal(r)) if r.contains("RUNPOD_TOPIC_MODELER_URL")), "{outcome:?}");
 }

@@ -1058,6 +1058,30 @@ impl Store for DirectusStore {
         Ok(self.search("project_analysis_run", query).await?.first().and_then(|r| Row::new("project_analysis_run", r).ok()?.string("id")))
     }
 
+    async fn create_analysis_run(&self, id: &str, project_id: &str) -> StoreResult<()> {
+        match self.create("project_analysis_run", json!({ "id": id, "project_id": project_id }), Some(id), "id").await? {
+            CreateOutcome::Created(_) | CreateOutcome::CreatedByEarlierTry => Ok(()),
+        }
+    }
+
+    async fn analysis_run_project(&self, run_id: &str) -> StoreResult<Option<String>> {
+        let row =
+            self.search_one("project_analysis_run", json!({ "id": eq(run_id) }), vec!["id".into(), "project_id".into()], None).await?;
+        Ok(row.as_ref().and_then(|r| Row::new("project_analysis_run", r).ok()?.string("project_id")))
+    }
+
+    async fn analysis_run_has_view(&self, run_id: &str, user_input: &str) -> StoreResult<bool> {
+        let filter = json!({ "_and": [{ "project_analysis_run_id": eq(run_id) }, { "user_input": eq(user_input) }] });
+        Ok(self.search_one("view", filter, vec!["id".into()], None).await?.is_some())
+    }
+
+    async fn project_segment_ids(&self, project_id: &str) -> StoreResult<Vec<i64>> {
+        let rows = self
+            .search_all("conversation_segment", json!({ "conversation_id": { "project_id": eq(project_id) } }), &["id"], &["id"])
+            .await?;
+        Ok(rows.iter().filter_map(|r| Row::new("conversation_segment", r).ok().and_then(|r| r.int("id"))).collect())
+    }
+
     async fn create_report(&self, report: NewReport) -> StoreResult<Report> {
         let body =
             json!({ "content": report.content, "project_id": report.project_id, "language": report.language, "status": report.status });

@@ -319,6 +319,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The id of the project's newest `project_analysis_run`.
     async fn latest_analysis_run(&self, project_id: &str) -> StoreResult<Option<String>>;
+    /// Creates a `project_analysis_run` with the id the API chose; a taken id is `AlreadyExists`.
+    async fn create_analysis_run(&self, id: &str, project_id: &str) -> StoreResult<()>;
+    /// The project of an analysis run, when the run exists.
+    async fn analysis_run_project(&self, run_id: &str) -> StoreResult<Option<String>>;
+    /// Whether the topic modeler already wrote a `view` for this run and query.
+    async fn analysis_run_has_view(&self, run_id: &str, user_input: &str) -> StoreResult<bool>;
+    /// Ids of every `conversation_segment` whose conversation belongs to the project.
+    async fn project_segment_ids(&self, project_id: &str) -> StoreResult<Vec<i64>>;
     async fn create_report(&self, report: NewReport) -> StoreResult<Report>;
 
     async fn find_notification_participant(&self, email: &str, project_id: &str) -> StoreResult<Option<NotificationParticipant>>;

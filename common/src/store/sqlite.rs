@@ -14,7 +14,11 @@ use crate::offload::OffloadPool;
 
 /// Applied in order; `PRAGMA user_version` records how many ran. `updated_at` is written with
 /// `created_at` on create, as ECHO's Directus schema defaults it to `CURRENT_TIMESTAMP`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_participant.sql"), include_str!("../../migrations/0002_dashboard.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_participant.sql"),
+    include_str!("../../migrations/0002_dashboard.sql"),
+    include_str!("../../migrations/0003_library.sql"),
+];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -659,6 +663,56 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
+        })
+        .await
+    }
+
+    async fn create_analysis_run(&self, id: &str, project_id: &str) -> StoreResult<()> {
+        let (run, project) = (id.to_string(), project_id.to_string());
+        let created = self
+            .call("project_analysis_run", move |conn| {
+                let now = now();
+                match conn.execute(
+                    "INSERT INTO project_analysis_run (id, project_id, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+                    params![run, project, now],
+                ) {
+                    Ok(_) => Ok(true),
+                    Err(err) if is_unique_violation(&err) => Ok(false),
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+        if created { Ok(()) } else { Err(StoreError::AlreadyExists { collection: "project_analysis_run", id: id.to_string() }) }
+    }
+
+    async fn analysis_run_project(&self, run_id: &str) -> StoreResult<Option<String>> {
+        let id = run_id.to_string();
+        self.call("project_analysis_run", move |conn| {
+            conn.query_row("SELECT project_id FROM project_analysis_run WHERE id = ?1", [id], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
+        })
+        .await
+    }
+
+    async fn analysis_run_has_view(&self, run_id: &str, user_input: &str) -> StoreResult<bool> {
+        let (run, input) = (run_id.to_string(), user_input.to_string());
+        self.call("view", move |conn| {
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM view WHERE project_analysis_run_id = ?1 AND user_input = ?2)", [run, input], |r| {
+                r.get(0)
+            })
+        })
+        .await
+    }
+
+    async fn project_segment_ids(&self, project_id: &str) -> StoreResult<Vec<i64>> {
+        let id = project_id.to_string();
+        self.call("conversation_segment", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT s.id FROM conversation_segment s JOIN conversation c ON c.id = s.conversation_id \
+                 WHERE c.project_id = ?1 ORDER BY s.id",
+            )?;
+            stmt.query_map([id], |r| r.get(0))?.collect()
         })
         .await
     }

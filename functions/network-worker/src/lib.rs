@@ -1,5 +1,5 @@
-//! The `network` queue: transcription, the finish hook, summaries, the collector and the
-//! deletion tasks (processing.md §2).
+//! The `network` queue: transcription, the finish hook, summaries, the collector, the project
+//! library and the deletion tasks (processing.md §2).
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use common::tasks::{Queue, Task};
 use common::worker::{Delivery, Done, TaskError, TaskRunner};
 
 mod diarization;
+mod library;
 mod transcribe;
 
 /// How far back collector pass B looks (`COLLECTOR_REDRIVE_HOURS`).
@@ -66,11 +67,14 @@ impl TaskRunner for NetworkWorker {
                     Err(err) => Err(TaskError::transient(err)),
                 }
             }
-            // RAG, the topic modeler and RunPod are optional services; requested without them,
+            // RAG and RunPod are optional services; requested without them,
             // the task cannot succeed (processing.md §1.3).
             Task::RunEtlPipeline { .. } => Err(TaskError::terminal("RAG is not configured (no LightRAG server)")),
-            Task::CreateProjectLibrary { .. } | Task::CreateView { .. } => {
-                Err(TaskError::terminal("the topic modeler is not available in this build (RUNPOD_TOPIC_MODELER_URL)"))
+            Task::CreateProjectLibrary { project_id, language, project_analysis_run_id } => {
+                library::create_library(services, project_id, language, project_analysis_run_id).await
+            }
+            Task::CreateView { project_analysis_run_id, user_query, user_query_context, language } => {
+                library::create_view(services, project_analysis_run_id, user_query, user_query_context, language).await
             }
             Task::UpdateRunpodTranscriptionResponse {} | Task::ProcessRunpodChunkResponse { .. } => {
                 Ok(Done::Skipped("RunPod polling is not available in this build".into()))

@@ -52,7 +52,7 @@ fn context_limit(model: Option<&str>) -> usize {
 async fn write_report(state: &AppState, project: &Project, language: &str) -> Result<String, ApiError> {
     let limit = context_limit(state.settings.llm.medium.model.as_deref());
     let mut conversations = state.store.list_conversations(&project.id).await?;
-    conversations.sort_by(|a, b| b.updated_at.or(b.created_at).cmp(&a.updated_at.or(a.created_at)));
+    conversations.sort_by_key(|c| std::cmp::Reverse(c.updated_at.or(c.created_at)));
 
     // Pass 1: summaries, most recent first, while they fit.
     let mut included = Vec::new();
