@@ -22,6 +22,7 @@ pub mod summary;
 pub mod tasks;
 pub mod tokens;
 pub mod transcribe;
+pub mod vertex;
 pub mod worker;
 
 pub use error::{ApiError, Dependency};

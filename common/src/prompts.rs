@@ -12,6 +12,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("system_report.en", include_str!("../prompts/system_report.en.jinja")),
     ("default_whisper_prompt.en", include_str!("../prompts/default_whisper_prompt.en.jinja")),
     ("default_view_recurring_themes.en", include_str!("../prompts/default_view_recurring_themes.en.jinja")),
+    ("transcript_correction_workflow.en", include_str!("../prompts/transcript_correction_workflow.en.jinja")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,15 @@ mod tests {
         assert!(text.contains("a <b> & c"));
         assert!(text.contains("\"nl\""));
         assert!(matches!(render("nope", "en", context! {}), Err(PromptError::Missing(_))));
+    }
+
+    #[test]
+    fn the_correction_prompt_names_hotwords_and_redaction_only_when_asked() {
+        let plain = render("transcript_correction_workflow", "en", context! { hotwords_str => "", pii_redaction => false }).unwrap();
+        assert!(!plain.contains("[NAME]") && !plain.contains("prefer their spelling"));
+        let full =
+            render("transcript_correction_workflow", "en", context! { hotwords_str => "Dembrane, ECHO", pii_redaction => true }).unwrap();
+        assert!(full.contains("Dembrane, ECHO") && full.contains("[NAME]"));
     }
 
     #[test]
