@@ -1,5 +1,5 @@
-//! The `network` queue: transcription, the finish hook, summaries, the collector and the
-//! deletion tasks (processing.md §2).
+//! The `network` queue: transcription, the finish hook, summaries, the collector, RunPod
+//! polling and the deletion tasks (processing.md §2).
 
 use std::time::Duration;
 
@@ -66,15 +66,14 @@ impl TaskRunner for NetworkWorker {
                     Err(err) => Err(TaskError::transient(err)),
                 }
             }
-            // RAG, the topic modeler and RunPod are optional services; requested without them,
+            // RAG and the topic modeler are optional services; requested without them,
             // the task cannot succeed (processing.md §1.3).
             Task::RunEtlPipeline { .. } => Err(TaskError::terminal("RAG is not configured (no LightRAG server)")),
             Task::CreateProjectLibrary { .. } | Task::CreateView { .. } => {
                 Err(TaskError::terminal("the topic modeler is not available in this build (RUNPOD_TOPIC_MODELER_URL)"))
             }
-            Task::UpdateRunpodTranscriptionResponse {} | Task::ProcessRunpodChunkResponse { .. } => {
-                Ok(Done::Skipped("RunPod polling is not available in this build".into()))
-            }
+            Task::UpdateRunpodTranscriptionResponse {} => Ok(common::runpod::queue_checks(services).await),
+            Task::ProcessRunpodChunkResponse { chunk_id, status_link } => common::runpod::check(services, chunk_id, status_link).await,
             Task::GetRunpodDiarization { chunk_id } => Ok(diarization::run(services, chunk_id).await),
             other => Err(TaskError::terminal(format!("{} does not belong to the network queue", other.name()))),
         }
