@@ -263,6 +263,6 @@ async fn every_task_event_reaches_its_worker() {
 
     for file in ["scheduler/collector.json", "scheduler/runpod-poller.json", "scheduler/scheduled-event.json"] {
         let input: Value = serde_json::from_str(&std::fs::read_to_string(events_dir().join(file)).unwrap()).unwrap();
-        scheduler::handle(&input, &app.local.queue).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+        scheduler::handle(&input, &app.local.queue, Some("Runpod")).await.unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
