@@ -227,6 +227,10 @@ async fn the_request_limit_ends_in_an_error_instead_of_another_job() {
     assert_eq!(runpod.runs().len(), 1, "no second submission");
 }
 
+/// `raw_transcript`, `hallucination_score`, `hallucination_reason`, `desired_language`,
+/// `detected_language`, `detected_language_confidence`.
+type CompletionFields = (Option<String>, Option<f64>, Option<String>, Option<String>, Option<String>, Option<f64>);
+
 #[tokio::test]
 async fn the_poller_checks_every_pending_chunk_and_a_check_completes_it() {
     let runpod = FakeRunpod::start().await;
@@ -268,9 +272,10 @@ async fn the_poller_checks_every_pending_chunk_and_a_check_completes_it() {
     let done = chunk(&app, &a).await;
     assert_eq!((done.transcript.as_deref(), done.error, done.runpod_job_status_link), (Some("A bench in the park."), None, None));
     let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
-    let row: (Option<String>, Option<f64>, Option<String>, Option<String>, Option<String>, Option<f64>) = db
+    let row: CompletionFields = db
         .query_row(
-            "SELECT raw_transcript, hallucination_score, hallucination_reason, desired_language, detected_language,              detected_language_confidence FROM conversation_chunk WHERE id = ?1",
+            "SELECT raw_transcript, hallucination_score, hallucination_reason, desired_language, detected_language, \
+             detected_language_confidence FROM conversation_chunk WHERE id = ?1",
             [&a],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )
@@ -288,7 +293,8 @@ async fn the_poller_checks_every_pending_chunk_and_a_check_completes_it() {
     );
     let statuses: i64 = db
         .query_row(
-            "SELECT count(*) FROM processing_status WHERE conversation_chunk_id = ?1 AND event IN              ('task_process_runpod_chunk_response.completed', 'load_runpod_transcription_response.completed')",
+            "SELECT count(*) FROM processing_status WHERE conversation_chunk_id = ?1 AND event IN \
+             ('task_process_runpod_chunk_response.completed', 'load_runpod_transcription_response.completed')",
             [&a],
             |r| r.get(0),
         )
