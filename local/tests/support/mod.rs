@@ -442,7 +442,8 @@ impl FakeRunpod {
             if let Some(text) = auto {
                 let (state, id) = (state.clone(), id.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // After the worker stored the job's link (a result that beats it is ignored).
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     let chunk = state.lock().unwrap().jobs[&id].input["conversation_chunk_id"].clone();
                     complete_job(&state, &id, json!({"conversation_chunk_id": chunk, "joined_text": text}));
                     let status = call_webhook(&state, &id).await;
