@@ -53,6 +53,8 @@ pub struct ApiSettings {
     pub participant_base_url: String,
     pub disable_cors: bool,
     pub upload_url_rate_limit_per_minute: u32,
+    /// `RUNPOD_WEBHOOK_SECRET`: the RunPod webhook's shared secret; unset rejects every call (D21).
+    pub runpod_webhook_secret: Option<String>,
 }
 
 /// RunPod diarization (data-model.md §4.8).
@@ -74,11 +76,13 @@ pub struct TopicModelerSettings {
 }
 
 /// Where secrets live when they are not in the environment: SSM parameter names
-/// (`DIRECTUS_TOKEN_SSM_PARAMETER`, `DIRECTUS_SECRET_SSM_PARAMETER`), read once at start-up.
+/// (`DIRECTUS_TOKEN_SSM_PARAMETER`, `DIRECTUS_SECRET_SSM_PARAMETER`,
+/// `RUNPOD_WEBHOOK_SECRET_SSM_PARAMETER`), read once at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretParameters {
     pub directus_token: Option<String>,
     pub directus_secret: Option<String>,
+    pub runpod_webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,6 +331,7 @@ impl Settings {
             participant_base_url: var("PARTICIPANT_BASE_URL").unwrap_or_else(|| "http://localhost:3001".into()),
             disable_cors: parse_bool(var("DISABLE_CORS").as_deref()),
             upload_url_rate_limit_per_minute: number("UPLOAD_URL_RATE_LIMIT_PER_MINUTE", 10)? as u32,
+            runpod_webhook_secret: var("RUNPOD_WEBHOOK_SECRET"),
         };
 
         let auth = AuthSettings {
@@ -387,6 +392,7 @@ impl Settings {
             secret_parameters: SecretParameters {
                 directus_token: var("DIRECTUS_TOKEN_SSM_PARAMETER"),
                 directus_secret: var("DIRECTUS_SECRET_SSM_PARAMETER"),
+                runpod_webhook_secret: var("RUNPOD_WEBHOOK_SECRET_SSM_PARAMETER"),
             },
             transcription,
             runpod_diarization: parse_bool(var("ENABLE_RUNPOD_DIARIZATION").as_deref()),

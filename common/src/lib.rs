@@ -15,6 +15,7 @@ pub mod offload;
 pub mod pipeline;
 pub mod prompts;
 pub mod rag;
+pub mod runpod;
 pub mod secrets;
 pub mod services;
 pub mod store;

@@ -200,6 +200,8 @@ mod tests {
             source: None,
             transcript: None,
             error: None,
+            runpod_job_status_link: None,
+            runpod_request_count: 0,
         }
     }
 

@@ -15,6 +15,15 @@ pub enum PipelineError {
     Publish(#[from] PublishError),
 }
 
+impl From<PipelineError> for crate::ApiError {
+    fn from(err: PipelineError) -> Self {
+        match err {
+            PipelineError::Store(e) => e.into(),
+            PipelineError::Publish(e) => e.into(),
+        }
+    }
+}
+
 impl From<PipelineError> for crate::worker::TaskError {
     fn from(err: PipelineError) -> Self {
         match err {

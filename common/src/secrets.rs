@@ -14,7 +14,7 @@ async fn read(client: &aws_sdk_ssm::Client, name: &str) -> Result<String, Config
         .ok_or(ConfigError::Invalid { name: "SSM parameter", reason: format!("{name} has no value") })
 }
 
-/// Fills the Directus token and secret from their SSM parameters when the environment does not
+/// Fills the Directus token and secret (and the RunPod webhook secret) from their SSM parameters when the environment does not
 /// carry them. `client` is built from the default AWS configuration (the function's role).
 pub async fn resolve_with(client: &aws_sdk_ssm::Client, settings: &mut Settings) -> Result<(), ConfigError> {
     if let (Some(name), StoreSettings::Directus { token, .. }) = (&settings.secret_parameters.directus_token, &mut settings.store)
@@ -27,13 +27,18 @@ pub async fn resolve_with(client: &aws_sdk_ssm::Client, settings: &mut Settings)
     {
         settings.auth.directus_secret = Some(read(client, name).await?);
     }
+    if let Some(name) = &settings.secret_parameters.runpod_webhook_secret
+        && settings.api.runpod_webhook_secret.is_none()
+    {
+        settings.api.runpod_webhook_secret = Some(read(client, name).await?);
+    }
     Ok(())
 }
 
 /// `resolve_with` on AWS, when any parameter is named.
 pub async fn resolve(settings: &mut Settings) -> Result<(), ConfigError> {
     let p = &settings.secret_parameters;
-    if p.directus_token.is_none() && p.directus_secret.is_none() {
+    if p.directus_token.is_none() && p.directus_secret.is_none() && p.runpod_webhook_secret.is_none() {
         return Ok(());
     }
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;

@@ -472,8 +472,9 @@ impl RunPod {
         self
     }
 
-    /// `POST {base_url}/run` with `{input, webhook}`; the job id and its status link.
-    pub async fn submit(&self, base_url: &str, input: &RunPodInput, webhook_url: &str) -> Result<RunPodJob, TranscribeError> {
+    /// `POST {base_url}/run` with `{input, webhook}` (no `webhook` without a URL: the poller
+    /// finishes the job); the job id and its status link.
+    pub async fn submit(&self, base_url: &str, input: &RunPodInput, webhook_url: Option<&str>) -> Result<RunPodJob, TranscribeError> {
         let base = base_url.trim_end_matches('/');
         let res = self
             .http
@@ -506,7 +507,7 @@ impl RunPod {
     }
 }
 
-fn runpod_request(input: &RunPodInput, webhook_url: &str) -> Value {
+fn runpod_request(input: &RunPodInput, webhook_url: Option<&str>) -> Value {
     let hotwords: Vec<&str> = input.hotwords.iter().map(|w| w.trim()).filter(|w| !w.is_empty()).collect();
     let mut body = json!({
         "input": {
@@ -514,10 +515,12 @@ fn runpod_request(input: &RunPodInput, webhook_url: &str) -> Value {
             "hotwords": if hotwords.is_empty() { Value::Null } else { json!(hotwords.join(", ")) },
             "conversation_chunk_id": input.conversation_chunk_id,
         },
-        "webhook": webhook_url,
     });
     if let Some(language) = &input.language {
         body["input"]["language"] = json!(language);
+    }
+    if let Some(webhook) = webhook_url {
+        body["webhook"] = json!(webhook);
     }
     body
 }
@@ -617,13 +620,14 @@ mod tests {
             language: Some("en".into()),
         };
         assert_eq!(
-            runpod_request(&input, "https://api/x"),
+            runpod_request(&input, Some("https://api/x")),
             json!({"input": {"audio": "https://s3/a.mp3", "hotwords": "a, b", "conversation_chunk_id": "c1", "language": "en"}, "webhook": "https://api/x"})
         );
         let bare = RunPodInput { hotwords: vec![], language: None, ..input };
-        let body = runpod_request(&bare, "w");
+        let body = runpod_request(&bare, None);
         assert_eq!(body["input"]["hotwords"], Value::Null);
         assert!(body["input"].get("language").is_none());
+        assert!(body.get("webhook").is_none(), "no secret, no webhook: the poller finishes the job");
 
         assert_eq!(
             runpod_webhook_url("https://echo.example/api/", "s e/c&"),

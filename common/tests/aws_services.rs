@@ -104,7 +104,9 @@ async fn secrets_come_from_ssm_when_the_environment_lacks_them() {
         .load()
         .await;
     let ssm = aws_sdk_ssm::Client::new(&shared);
-    for (name, value) in [("/echo/directus-token", "static-admin-token"), ("/echo/directus-secret", "jwt-secret")] {
+    for (name, value) in
+        [("/echo/directus-token", "static-admin-token"), ("/echo/directus-secret", "jwt-secret"), ("/echo/runpod-webhook", "hook-secret")]
+    {
         ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.unwrap();
     }
     let env = |pairs: &'static [(&'static str, &'static str)]| {
@@ -114,12 +116,14 @@ async fn secrets_come_from_ssm_when_the_environment_lacks_them() {
         ("ECHO_STORE", "directus"),
         ("DIRECTUS_TOKEN_SSM_PARAMETER", "/echo/directus-token"),
         ("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/directus-secret"),
+        ("RUNPOD_WEBHOOK_SECRET_SSM_PARAMETER", "/echo/runpod-webhook"),
     ]);
     assert!(settings.require(&["DIRECTUS_TOKEN"]).is_err());
     common::secrets::resolve_with(&ssm, &mut settings).await.unwrap();
     settings.require(&["DIRECTUS_TOKEN", "DIRECTUS_SECRET"]).unwrap();
     assert!(matches!(&settings.store, common::config::StoreSettings::Directus { token: Some(t), .. } if t == "static-admin-token"));
     assert_eq!(settings.auth.directus_secret.as_deref(), Some("jwt-secret"));
+    assert_eq!(settings.api.runpod_webhook_secret.as_deref(), Some("hook-secret"));
 
     // A value in the environment wins; a missing parameter is a start-up error naming it.
     let mut direct = env(&[("DIRECTUS_SECRET", "from-env"), ("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/directus-secret")]);

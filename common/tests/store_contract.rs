@@ -188,6 +188,66 @@ async fn chunks(b: &Backend<'_>) {
     assert!(matches!(store.create_chunk(orphan).await, Err(StoreError::Invalid { collection: "conversation_chunk", .. })));
 }
 
+/// The RunPod job fields: set, kept by unrelated patches, cleared; the poller's list (all pages)
+/// names exactly the chunks with a link. Other runs may leave chunks of their own in the list.
+async fn runpod_jobs(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
+    let cid = uuid();
+    store.create_conversation(NewConversation { id: cid.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
+    let mk = |id: &str| NewChunk {
+        id: id.into(),
+        conversation_id: cid.clone(),
+        timestamp: Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, 0).unwrap(),
+        path: None,
+        source: Some("PORTAL_AUDIO".into()),
+        transcript: None,
+    };
+    let ids: Vec<String> = (0..4).map(|_| uuid()).collect();
+    for id in &ids {
+        let created = store.create_chunk(mk(id)).await.unwrap();
+        assert_eq!((created.runpod_job_status_link, created.runpod_request_count), (None, 0));
+    }
+    let link = |id: &str| format!("https://api.runpod.ai/v2/whisper/status/job-{id}");
+    // Three with a job (more than one Directus page of 2), one without.
+    for id in &ids[..3] {
+        let patch = ChunkPatch { runpod_job_status_link: Some(Some(link(id))), runpod_request_count: Some(1), ..Default::default() };
+        assert!(store.update_chunk(id, patch).await.unwrap());
+    }
+    let got = store.get_chunk(&ids[0]).await.unwrap().unwrap();
+    assert_eq!((got.runpod_job_status_link.as_deref(), got.runpod_request_count), (Some(link(&ids[0]).as_str()), 1));
+    let pending = store.runpod_pending_chunks().await.unwrap();
+    for id in &ids[..3] {
+        assert!(pending.contains(&(id.clone(), link(id))), "{id} is pending: {pending:?}");
+    }
+    assert!(!pending.iter().any(|(id, _)| id == &ids[3]), "no link, not pending");
+    let mut sorted = pending.clone();
+    sorted.sort();
+    assert_eq!(pending, sorted, "by id");
+
+    // A patch without the link leaves it; Some(None) clears it, with the completion fields.
+    store.update_chunk(&ids[0], ChunkPatch { error: Some("x".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(store.get_chunk(&ids[0]).await.unwrap().unwrap().runpod_job_status_link, Some(link(&ids[0])));
+    let done = ChunkPatch {
+        transcript: Some("Hallo".into()),
+        raw_transcript: Some("Hello".into()),
+        hallucination_reason: Some("none".into()),
+        hallucination_score: Some(0.25),
+        desired_language: Some("nl".into()),
+        detected_language: Some("en".into()),
+        detected_language_confidence: Some(0.9),
+        runpod_job_status_link: Some(None),
+        ..Default::default()
+    };
+    for id in &ids[..3] {
+        assert!(store.update_chunk(id, done.clone()).await.unwrap());
+    }
+    let got = store.get_chunk(&ids[1]).await.unwrap().unwrap();
+    assert_eq!((got.transcript.as_deref(), got.runpod_job_status_link, got.runpod_request_count), (Some("Hallo"), None, 1));
+    let pending = store.runpod_pending_chunks().await.unwrap();
+    assert!(!pending.iter().any(|(id, _)| ids.contains(id)), "cleared links are not pending: {pending:?}");
+}
+
 async fn notification_participants(b: &Backend<'_>) {
     let store = b.store;
     let p = project(b, true).await;
@@ -344,6 +404,7 @@ async fn run_contract(b: &Backend<'_>) {
     conversations(b).await;
     chunks(b).await;
     pagination(b).await;
+    runpod_jobs(b).await;
     notification_participants(b).await;
     dashboard_operations(b).await;
     library(b).await;

@@ -486,7 +486,7 @@ async fn runpod_submits_and_reads_the_status_link() {
     let runpod = RunPod::new("rp-key");
     let base = format!("{}/v2/whisper-priority/", fake.base);
     let webhook = common::transcribe::runpod_webhook_url("https://echo.example/api", "s3cret");
-    let job = runpod.submit(&base, &runpod_input(), &webhook).await.unwrap();
+    let job = runpod.submit(&base, &runpod_input(), Some(&webhook)).await.unwrap();
     assert_eq!(job.id, "job-1");
     assert_eq!(job.status_link, format!("{}/v2/whisper-priority/status/job-1", fake.base), "the endpoint that accepted the job");
 
@@ -525,7 +525,7 @@ async fn runpod_submits_and_reads_the_status_link() {
     assert_eq!(unknown.payload["error"], "request does not exist");
 
     let bare = RunPodInput { hotwords: vec![], language: None, ..runpod_input() };
-    runpod.submit(&base, &bare, &webhook).await.unwrap();
+    runpod.submit(&base, &bare, Some(&webhook)).await.unwrap();
     let input = fake.seen().last().unwrap().json.clone().unwrap()["input"].clone();
     assert_eq!(input["hotwords"], Value::Null);
     assert!(input.get("language").is_none());
@@ -539,21 +539,21 @@ async fn runpod_errors_are_classified() {
     let runpod = RunPod::new("rp-key");
 
     let wrong_key = RunPod::new("nope");
-    assert_rejected(wrong_key.submit(&base, &runpod_input(), "https://w").await, 401, "Unauthorized", "bad key");
+    assert_rejected(wrong_key.submit(&base, &runpod_input(), Some("https://w")).await, 401, "Unauthorized", "bad key");
     assert_rejected(wrong_key.status(&link).await, 401, "Unauthorized", "bad key status");
 
     fake.force(Some(Forced::Status(400, r#"{"error":"input is malformed"}"#)));
-    assert_rejected(runpod.submit(&base, &runpod_input(), "https://w").await, 400, "malformed", "400");
+    assert_rejected(runpod.submit(&base, &runpod_input(), Some("https://w")).await, 400, "malformed", "400");
     fake.force(Some(Forced::Status(429, "slow down")));
-    assert_unavailable(runpod.submit(&base, &runpod_input(), "https://w").await, "429 run");
+    assert_unavailable(runpod.submit(&base, &runpod_input(), Some("https://w")).await, "429 run");
     assert_unavailable(runpod.status(&link).await, "429 status");
     fake.force(Some(Forced::Status(500, "worker crashed")));
-    assert_unavailable(runpod.submit(&base, &runpod_input(), "https://w").await, "500 run");
+    assert_unavailable(runpod.submit(&base, &runpod_input(), Some("https://w")).await, "500 run");
     assert_unavailable(runpod.status(&link).await, "500 status");
     fake.force(None);
 
     let refused = closed_port_url().await;
-    assert_unavailable(runpod.submit(&format!("{refused}/v2/whisper"), &runpod_input(), "https://w").await, "refused run");
+    assert_unavailable(runpod.submit(&format!("{refused}/v2/whisper"), &runpod_input(), Some("https://w")).await, "refused run");
     assert_unavailable(runpod.status(&format!("{refused}/v2/whisper/status/job-1")).await, "refused status");
 }
 
@@ -588,7 +588,7 @@ async fn slow_providers_time_out_as_unavailable() {
     let base = format!("{}/v2/whisper", rp_fake.base);
     let runpod = RunPod::new("rp-key").with_timeouts(short, short);
     let started = Instant::now();
-    assert_unavailable(runpod.submit(&base, &runpod_input(), "https://w").await, "runpod run timeout");
+    assert_unavailable(runpod.submit(&base, &runpod_input(), Some("https://w")).await, "runpod run timeout");
     assert_unavailable(runpod.status(&format!("{base}/status/job-1")).await, "runpod status timeout");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }

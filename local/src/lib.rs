@@ -115,7 +115,8 @@ pub fn api_router(services: common::Services) -> Router {
     let settings = services.settings.clone();
     let routes = participant::routes(participant::AppState::new(services.clone()))
         .merge(conversations::routes(conversations::AppState::new(services.clone())))
-        .merge(projects::routes(projects::AppState::new(services)));
+        .merge(projects::routes(projects::AppState::new(services.clone())))
+        .merge(stateless::routes(stateless::AppState::new(services)));
     common::http::api_app(routes, &settings)
 }
 

@@ -260,7 +260,7 @@ fn every_function_builds_a_workspace_binary() {
         );
         built.insert(binary.to_string());
     }
-    for expected in ["participant", "conversations", "projects", "audio-worker", "network-worker", "scheduler"] {
+    for expected in ["participant", "conversations", "projects", "stateless", "audio-worker", "network-worker", "scheduler"] {
         assert!(built.contains(expected), "no function in template.yaml builds the {expected} binary");
     }
     let architectures = &t.doc["Parameters"]["Architecture"];
@@ -283,6 +283,7 @@ const SAMPLES: &[(&str, &str, &str)] = &[
     ("/api/conversations/{proxy+}", "GET", "/api/conversations/33333333-3333-4333-8333-333333333333/counts"),
     ("/api/projects", "POST", "/api/projects"),
     ("/api/projects/{proxy+}", "GET", "/api/projects/11111111-1111-4111-8111-111111111111/transcripts"),
+    ("/api/stateless/{proxy+}", "POST", "/api/stateless/webhook/transcribe"),
 ];
 
 /// Routes no function owns: the function they go to answers the JSON 404 (api.md §1.1, D1).
@@ -295,6 +296,7 @@ const REQUIRED_ROUTES: &[(&str, &str)] = &[
     ("/api/conversations/{proxy+}", "conversations"),
     ("/api/projects", "projects"),
     ("/api/projects/{proxy+}", "projects"),
+    ("/api/stateless/{proxy+}", "stateless"),
     ("/{proxy+}", "participant"),
 ];
 
@@ -345,6 +347,7 @@ async fn every_api_route_reaches_its_functions_router() {
             "participant" => participant::router(app.local.state.clone()),
             "conversations" => conversations::router(conversations::AppState::new(services.clone())),
             "projects" => projects::router(projects::AppState::new(services.clone())),
+            "stateless" => stateless::router(stateless::AppState::new(services.clone())),
             other => panic!("an API route goes to {other:?}, which has no HTTP router"),
         }
     };

@@ -96,7 +96,7 @@ async fn every_participant_event_reaches_its_route() {
 #[tokio::test]
 async fn every_event_file_is_covered() {
     let mut files = Vec::new();
-    for dir in ["", "participant", "conversations", "projects", "tasks", "scheduler"].map(|d| events_dir().join(d)) {
+    for dir in ["", "participant", "conversations", "projects", "stateless", "tasks", "scheduler"].map(|d| events_dir().join(d)) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -109,6 +109,33 @@ async fn every_event_file_is_covered() {
     for file in files {
         assert!(source.contains(&format!("\"{file}\"")), "events/{file} is not exercised by this test");
     }
+}
+
+#[tokio::test]
+async fn the_runpod_webhook_event_completes_its_chunk() {
+    // The event's ?token= and the job its payload names (events/gen_stateless_events.py).
+    let app = TestApp::start_with(|o| o.settings.api.runpod_webhook_secret = Some("events-webhook-secret".into())).await;
+    create_event_conversation(&app).await;
+    let chunk = common::store::NewChunk {
+        id: CHUNK.into(),
+        conversation_id: CONVERSATION.into(),
+        timestamp: chrono::Utc::now(),
+        path: None,
+        source: Some("PORTAL_AUDIO".into()),
+        transcript: None,
+    };
+    app.local.store.create_chunk(chunk).await.unwrap();
+    let link = common::store::ChunkPatch {
+        runpod_job_status_link: Some(Some("https://api.runpod.ai/v2/whisper-priority/status/job-1".into())),
+        ..Default::default()
+    };
+    app.local.store.update_chunk(CHUNK, link).await.unwrap();
+    let router = || stateless::router(stateless::AppState::new(app.local.state.services.clone()));
+    assert_eq!(invoke_on(router(), "stateless/webhook_transcribe.json").await, (200, Some(Value::Null)));
+    let chunk = app.local.store.get_chunk(CHUNK).await.unwrap().unwrap();
+    assert_eq!((chunk.transcript.as_deref(), chunk.runpod_job_status_link), (Some("We talked about the park."), None));
+    // RunPod retries a webhook: the second delivery is ignored, still 200.
+    assert_eq!(invoke_on(router(), "stateless/webhook_transcribe.json").await, (200, Some(Value::Null)));
 }
 
 /// The dashboard events carry a token signed with this secret for this user (events/README.md).
@@ -265,6 +292,6 @@ async fn every_task_event_reaches_its_worker() {
 
     for file in ["scheduler/collector.json", "scheduler/runpod-poller.json", "scheduler/scheduled-event.json"] {
         let input: Value = serde_json::from_str(&std::fs::read_to_string(events_dir().join(file)).unwrap()).unwrap();
-        scheduler::handle(&input, &app.local.queue).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+        scheduler::handle(&input, &app.local.queue, Some("Runpod")).await.unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }

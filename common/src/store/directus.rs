@@ -69,7 +69,18 @@ const CONVERSATION_FIELDS: &[&str] = &[
     "is_all_chunks_transcribed",
     "is_audio_processing_finished",
 ];
-const CHUNK_FIELDS: &[&str] = &["id", "conversation_id", "created_at", "timestamp", "path", "source", "transcript", "error"];
+const CHUNK_FIELDS: &[&str] = &[
+    "id",
+    "conversation_id",
+    "created_at",
+    "timestamp",
+    "path",
+    "source",
+    "transcript",
+    "error",
+    "runpod_job_status_link",
+    "runpod_request_count",
+];
 const PARTICIPANT_FIELDS: &[&str] = &["id", "email", "project_id", "conversation_id", "email_opt_in", "email_opt_out_token"];
 
 const NOTIFICATIONS: &str = "project_report_notification_participants";
@@ -428,6 +439,8 @@ fn chunk_from(value: &Value) -> StoreResult<Chunk> {
         source: r.string("source"),
         transcript: r.string("transcript"),
         error: r.string("error"),
+        runpod_job_status_link: r.string("runpod_job_status_link"),
+        runpod_request_count: r.int("runpod_request_count").unwrap_or(0),
     })
 }
 
@@ -843,6 +856,15 @@ impl Store for DirectusStore {
             ("noise_ratio", patch.noise_ratio.map(Value::from)),
             ("silence_ratio", patch.silence_ratio.map(Value::from)),
             ("cross_talk_instances", patch.cross_talk_instances.map(|c| Value::from(c.round() as i64))),
+            ("raw_transcript", patch.raw_transcript.map(Value::from)),
+            ("hallucination_reason", patch.hallucination_reason.map(Value::from)),
+            ("hallucination_score", patch.hallucination_score.map(Value::from)),
+            ("desired_language", patch.desired_language.map(Value::from)),
+            ("detected_language", patch.detected_language.map(Value::from)),
+            ("detected_language_confidence", patch.detected_language_confidence.map(Value::from)),
+            ("runpod_request_count", patch.runpod_request_count.map(Value::from)),
+            // Some(None) becomes JSON null: the link is cleared.
+            ("runpod_job_status_link", patch.runpod_job_status_link.map(Value::from)),
         ];
         for (field, value) in fields {
             if let Some(value) = value {
@@ -862,6 +884,19 @@ impl Store for DirectusStore {
         }
         self.delete("conversation_chunk", id).await?;
         Ok(true)
+    }
+
+    async fn runpod_pending_chunks(&self) -> StoreResult<Vec<(String, String)>> {
+        let filter = json!({ "runpod_job_status_link": { "_nnull": true } });
+        let rows = self.search_all("conversation_chunk", filter, &["id", "runpod_job_status_link"], &["id"]).await?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for value in &rows {
+            let r = Row::new("conversation_chunk", value)?;
+            if let Some(link) = r.string("runpod_job_status_link") {
+                pending.push((r.required("id")?, link));
+            }
+        }
+        Ok(pending)
     }
 
     async fn list_conversations(&self, project_id: &str) -> StoreResult<Vec<Conversation>> {

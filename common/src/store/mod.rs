@@ -204,6 +204,10 @@ pub struct Chunk {
     pub source: Option<String>,
     pub transcript: Option<String>,
     pub error: Option<String>,
+    /// `{base}/status/{job id}` of the chunk's current RunPod job (processing.md §5.4).
+    pub runpod_job_status_link: Option<String>,
+    /// RunPod submissions so far (null reads as 0).
+    pub runpod_request_count: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +231,16 @@ pub struct ChunkPatch {
     pub noise_ratio: Option<f64>,
     pub silence_ratio: Option<f64>,
     pub cross_talk_instances: Option<f64>,
+    /// RunPod completion fields (processing.md §5.4).
+    pub raw_transcript: Option<String>,
+    pub hallucination_reason: Option<String>,
+    pub hallucination_score: Option<f64>,
+    pub desired_language: Option<String>,
+    pub detected_language: Option<String>,
+    pub detected_language_confidence: Option<f64>,
+    /// `Some(None)` clears the link (the job is over), `Some(Some(link))` sets it.
+    pub runpod_job_status_link: Option<Option<String>>,
+    pub runpod_request_count: Option<i64>,
 }
 
 /// A `processing_status` row (processing.md §1.5).
@@ -290,6 +304,8 @@ pub trait Store: Send + Sync + 'static {
     async fn update_chunk(&self, id: &str, patch: ChunkPatch) -> StoreResult<bool>;
     /// Deletes a chunk; already gone is fine (returns false).
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool>;
+    /// `(id, runpod_job_status_link)` of every chunk with a RunPod job in flight (all pages, by id).
+    async fn runpod_pending_chunks(&self) -> StoreResult<Vec<(String, String)>>;
 
     /// Every conversation of a project (all pages), most recently created first.
     async fn list_conversations(&self, project_id: &str) -> StoreResult<Vec<Conversation>>;

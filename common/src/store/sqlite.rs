@@ -241,7 +241,8 @@ fn load_conversation(conn: &Connection, id: &str) -> rusqlite::Result<Option<Con
     Ok(Some(conversation))
 }
 
-const CHUNK_COLUMNS: &str = "id, conversation_id, created_at, timestamp, path, source, transcript, error";
+const CHUNK_COLUMNS: &str =
+    "id, conversation_id, created_at, timestamp, path, source, transcript, error, runpod_job_status_link, runpod_request_count";
 
 fn chunk_from_row(r: &Row) -> rusqlite::Result<Chunk> {
     let timestamp: String = r.get(3)?;
@@ -256,6 +257,8 @@ fn chunk_from_row(r: &Row) -> rusqlite::Result<Chunk> {
         source: r.get(5)?,
         transcript: r.get(6)?,
         error: r.get(7)?,
+        runpod_job_status_link: r.get(8)?,
+        runpod_request_count: r.get::<_, Option<i64>>(9)?.unwrap_or(0),
     })
 }
 
@@ -432,11 +435,22 @@ impl Store for SqliteStore {
 
     async fn update_chunk(&self, id: &str, patch: ChunkPatch) -> StoreResult<bool> {
         let id = id.to_string();
+        // A link of Some(None) clears it; ?17 says whether the link is part of the patch.
+        let (set_link, link) = match patch.runpod_job_status_link {
+            Some(link) => (true, link),
+            None => (false, None),
+        };
         self.call("conversation_chunk", move |conn| {
             conn.execute(
                 "UPDATE conversation_chunk SET path = coalesce(?2, path), transcript = coalesce(?3, transcript), \
                  error = coalesce(?4, error), diarization = coalesce(?6, diarization), noise_ratio = coalesce(?7, noise_ratio), \
                  silence_ratio = coalesce(?8, silence_ratio), cross_talk_instances = coalesce(?9, cross_talk_instances), \
+                 raw_transcript = coalesce(?10, raw_transcript), hallucination_reason = coalesce(?11, hallucination_reason), \
+                 hallucination_score = coalesce(?12, hallucination_score), desired_language = coalesce(?13, desired_language), \
+                 detected_language = coalesce(?14, detected_language), \
+                 detected_language_confidence = coalesce(?15, detected_language_confidence), \
+                 runpod_request_count = coalesce(?16, runpod_request_count), \
+                 runpod_job_status_link = CASE WHEN ?17 THEN ?18 ELSE runpod_job_status_link END, \
                  updated_at = ?5 WHERE id = ?1",
                 params![
                     id,
@@ -447,7 +461,16 @@ impl Store for SqliteStore {
                     patch.diarization.map(|d| d.to_string()),
                     patch.noise_ratio,
                     patch.silence_ratio,
-                    patch.cross_talk_instances.map(|c| c.round() as i64)
+                    patch.cross_talk_instances.map(|c| c.round() as i64),
+                    patch.raw_transcript,
+                    patch.hallucination_reason,
+                    patch.hallucination_score,
+                    patch.desired_language,
+                    patch.detected_language,
+                    patch.detected_language_confidence,
+                    patch.runpod_request_count,
+                    set_link,
+                    link
                 ],
             )
             .map(|n| n > 0)
@@ -458,6 +481,16 @@ impl Store for SqliteStore {
     async fn delete_chunk(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_string();
         self.call("conversation_chunk", move |conn| conn.execute("DELETE FROM conversation_chunk WHERE id = ?1", [id]).map(|n| n > 0)).await
+    }
+
+    async fn runpod_pending_chunks(&self) -> StoreResult<Vec<(String, String)>> {
+        self.call("conversation_chunk", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, runpod_job_status_link FROM conversation_chunk WHERE runpod_job_status_link IS NOT NULL ORDER BY id",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        })
+        .await
     }
 
     async fn list_conversations(&self, project_id: &str) -> StoreResult<Vec<Conversation>> {

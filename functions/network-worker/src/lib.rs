@@ -1,5 +1,5 @@
-//! The `network` queue: transcription, the finish hook, summaries, the collector, the project
-//! library and the deletion tasks (processing.md §2).
+//! The `network` queue: transcription, the finish hook, summaries, the collector, RunPod
+//! polling, the project library and the deletion tasks (processing.md §2).
 
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ impl TaskRunner for NetworkWorker {
                     Err(err) => Err(TaskError::transient(err)),
                 }
             }
-            // RAG and RunPod are optional services; requested without them,
+            // RAG is an optional service; requested without it,
             // the task cannot succeed (processing.md §1.3).
             Task::RunEtlPipeline { .. } => Err(TaskError::terminal("RAG is not configured (no LightRAG server)")),
             Task::CreateProjectLibrary { project_id, language, project_analysis_run_id } => {
@@ -76,9 +76,8 @@ impl TaskRunner for NetworkWorker {
             Task::CreateView { project_analysis_run_id, user_query, user_query_context, language } => {
                 library::create_view(services, project_analysis_run_id, user_query, user_query_context, language).await
             }
-            Task::UpdateRunpodTranscriptionResponse {} | Task::ProcessRunpodChunkResponse { .. } => {
-                Ok(Done::Skipped("RunPod polling is not available in this build".into()))
-            }
+            Task::UpdateRunpodTranscriptionResponse {} => Ok(common::runpod::queue_checks(services).await),
+            Task::ProcessRunpodChunkResponse { chunk_id, status_link } => common::runpod::check(services, chunk_id, status_link).await,
             Task::GetRunpodDiarization { chunk_id } => Ok(diarization::run(services, chunk_id).await),
             other => Err(TaskError::terminal(format!("{} does not belong to the network queue", other.name()))),
         }

@@ -1,6 +1,7 @@
 //! `task_transcribe_chunk` (processing.md §5): once per chunk, through the configured provider.
 //! Waiting on AssemblyAI never sleeps past the invocation's budget: the task re-publishes itself
-//! with the job id instead, so the next delivery polls the same job (D55).
+//! with the job id instead, so the next delivery polls the same job (D55). RunPod jobs are
+//! submitted and left: the webhook or the poller finishes them (`common::runpod`).
 
 use std::time::Duration;
 
@@ -60,7 +61,8 @@ pub async fn run(
     let outcome = match provider {
         TranscriptionProvider::LiteLlm => whisper(services, &chunk).await,
         TranscriptionProvider::AssemblyAi => assemblyai(services, &chunk, provider_job_id, continuation, task, delivery).await,
-        TranscriptionProvider::Runpod | TranscriptionProvider::Dembrane2509 => {
+        TranscriptionProvider::Runpod => common::runpod::transcribe(services, &chunk).await,
+        TranscriptionProvider::Dembrane2509 => {
             let message = format!("{provider} transcription is not available in this build; chunk {chunk_id} stays pending");
             record_status(services, "task_transcribe_chunk.skipped".into(), message.clone(), ids).await;
             Ok(Done::Skipped(message))

@@ -28,12 +28,28 @@ pub fn scheduled_task(input: &Value) -> Result<Task, ScheduleError> {
     }
 }
 
-pub async fn handle(input: &Value, publisher: &dyn TaskPublisher) -> Result<&'static str, ScheduleError> {
+/// Whether the RunPod poller runs: `TRANSCRIPTION_PROVIDER` contains `runpod`, any case
+/// (processing.md §3.2); the legacy flag alone never polls, as in ECHO.
+pub fn runpod_polling(transcription_provider: Option<&str>) -> bool {
+    transcription_provider.is_some_and(|p| p.to_ascii_lowercase().contains("runpod"))
+}
+
+/// Publishes the scheduled task; `None` when the RunPod poller fires but RunPod is not the
+/// provider (a schedule left over from an earlier deployment).
+pub async fn handle(
+    input: &Value,
+    publisher: &dyn TaskPublisher,
+    transcription_provider: Option<&str>,
+) -> Result<Option<&'static str>, ScheduleError> {
     let task = scheduled_task(input)?;
     let name = task.name();
+    if matches!(task, Task::UpdateRunpodTranscriptionResponse {}) && !runpod_polling(transcription_provider) {
+        tracing::warn!(task = name, "TRANSCRIPTION_PROVIDER is not RunPod: nothing published");
+        return Ok(None);
+    }
     publisher.publish(task, Duration::ZERO).await?;
     tracing::info!(task = name, "scheduled task published");
-    Ok(name)
+    Ok(Some(name))
 }
 
 #[cfg(test)]
@@ -45,18 +61,26 @@ mod tests {
     #[tokio::test]
     async fn schedules_publish_their_task() {
         let queue = InProcessQueue::new();
+        let runpod = Some("Runpod");
         let collector = json!({"task": "task_collect_and_finish_unfinished_conversations", "version": 1, "args": {}});
-        assert_eq!(handle(&collector, &queue).await.unwrap(), "task_collect_and_finish_unfinished_conversations");
+        assert_eq!(handle(&collector, &queue, None).await.unwrap(), Some("task_collect_and_finish_unfinished_conversations"));
         let poller = json!({"task": "task_update_runpod_transcription_response", "version": 1, "args": {}});
-        assert_eq!(handle(&poller, &queue).await.unwrap(), "task_update_runpod_transcription_response");
+        assert_eq!(handle(&poller, &queue, runpod).await.unwrap(), Some("task_update_runpod_transcription_response"));
         let bare = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
-        assert_eq!(handle(&bare, &queue).await.unwrap(), "task_collect_and_finish_unfinished_conversations");
+        assert_eq!(handle(&bare, &queue, runpod).await.unwrap(), Some("task_collect_and_finish_unfinished_conversations"));
         assert_eq!(queue.snapshot().len(), 3);
         assert!(queue.snapshot().iter().all(|m| m.queue == common::tasks::Queue::Network));
 
         let other = json!({"task": "task_summarize_conversation", "version": 1, "args": {"conversation_id": "c"}});
-        assert!(matches!(handle(&other, &queue).await, Err(ScheduleError::Unknown(_))));
-        assert!(matches!(handle(&json!({"hello": 1}), &queue).await, Err(ScheduleError::Unknown(_))));
+        assert!(matches!(handle(&other, &queue, runpod).await, Err(ScheduleError::Unknown(_))));
+        assert!(matches!(handle(&json!({"hello": 1}), &queue, runpod).await, Err(ScheduleError::Unknown(_))));
         assert_eq!(queue.snapshot().len(), 3, "nothing published for bad input");
+
+        // The poller publishes only for RunPod.
+        for provider in [None, Some("AssemblyAI"), Some("LiteLLM")] {
+            assert_eq!(handle(&poller, &queue, provider).await.unwrap(), None, "{provider:?}");
+        }
+        assert_eq!(queue.snapshot().len(), 3);
+        assert!(runpod_polling(Some("RUNPOD")) && runpod_polling(Some("my-runpod")));
     }
 }

@@ -382,3 +382,162 @@ impl FakeWhisper {
         settings.transcription.litellm_whisper_api_key = Some("sk-whisper".into());
     }
 }
+
+/// One job the fake RunPod holds.
+#[derive(Clone, Debug)]
+pub struct RunpodJob {
+    pub endpoint: String,
+    pub input: Value,
+    pub webhook: Option<String>,
+    pub status: String,
+    pub output: Value,
+}
+
+#[derive(Default)]
+pub struct RunpodState {
+    pub jobs: std::collections::BTreeMap<String, RunpodJob>,
+    /// Every `/run` body and its `Authorization` header, in order.
+    pub runs: Vec<(Value, String)>,
+    pub status_requests: usize,
+    /// Every status request answers this status code instead (a RunPod outage).
+    pub status_failure: Option<u16>,
+    /// Finish every new job with this transcript and call its webhook, as RunPod does.
+    pub auto_complete: Option<String>,
+}
+
+/// A local server speaking RunPod's serverless protocol: `POST /v2/{endpoint}/run` answers
+/// `{id, status: IN_QUEUE}`; `GET /v2/{endpoint}/status/{id}` answers the job's `{id, status,
+/// output}` (404 for an unknown job); a finished job's webhook is called like RunPod calls it.
+pub struct FakeRunpod {
+    pub base: String,
+    pub state: std::sync::Arc<std::sync::Mutex<RunpodState>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+pub const RUNPOD_KEY: &str = "rp-key";
+pub const WEBHOOK_SECRET: &str = "hook-secret";
+
+impl FakeRunpod {
+    pub async fn start() -> Self {
+        use axum::extract::{Path, State};
+        use axum::response::IntoResponse;
+        type Shared = std::sync::Arc<std::sync::Mutex<RunpodState>>;
+        let state: Shared = Default::default();
+        let run = |State(state): State<Shared>, Path(endpoint): Path<String>, headers: axum::http::HeaderMap, body: axum::Json<Value>| async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let (id, auto) = {
+                let mut s = state.lock().unwrap();
+                s.runs.push((body.0.clone(), auth));
+                let id = format!("job-{}", s.runs.len());
+                let job = RunpodJob {
+                    endpoint,
+                    input: body.0["input"].clone(),
+                    webhook: body.0["webhook"].as_str().map(str::to_string),
+                    status: "IN_QUEUE".into(),
+                    output: Value::Null,
+                };
+                s.jobs.insert(id.clone(), job);
+                (id, s.auto_complete.clone())
+            };
+            if let Some(text) = auto {
+                let (state, id) = (state.clone(), id.clone());
+                tokio::spawn(async move {
+                    // After the worker stored the job's link (a result that beats it is ignored).
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let chunk = state.lock().unwrap().jobs[&id].input["conversation_chunk_id"].clone();
+                    complete_job(&state, &id, json!({"conversation_chunk_id": chunk, "joined_text": text}));
+                    let status = call_webhook(&state, &id).await;
+                    assert_eq!(status, Some(200), "the webhook accepted the result");
+                });
+            }
+            axum::Json(json!({"id": id, "status": "IN_QUEUE"}))
+        };
+        let status = |State(state): State<Shared>, Path((endpoint, id)): Path<(String, String)>| async move {
+            let mut s = state.lock().unwrap();
+            s.status_requests += 1;
+            if let Some(code) = s.status_failure {
+                return (axum::http::StatusCode::from_u16(code).unwrap(), "busy").into_response();
+            }
+            match s.jobs.get(&id).filter(|j| j.endpoint == endpoint) {
+                Some(job) => axum::Json(job_payload(&id, job)).into_response(),
+                None => (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"error": "request does not exist"}))).into_response(),
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v2/{endpoint}/run", axum::routing::post(run))
+            .route("/v2/{endpoint}/status/{id}", axum::routing::get(status))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeRunpod { base, state, _task: task }
+    }
+
+    pub fn endpoint(&self, name: &str) -> String {
+        format!("{}/v2/{name}", self.base)
+    }
+
+    /// Points the settings at this server: provider Runpod, both endpoints, the key, the secret.
+    pub fn configure(&self, settings: &mut common::config::Settings) {
+        let t = &mut settings.transcription;
+        t.provider_name = Some("Runpod".into());
+        t.runpod_whisper_api_key = Some(RUNPOD_KEY.into());
+        t.runpod_whisper_base_url = Some(self.endpoint("whisper"));
+        t.runpod_whisper_priority_base_url = Some(self.endpoint("whisper-priority"));
+        settings.api.runpod_webhook_secret = Some(WEBHOOK_SECRET.into());
+    }
+
+    pub fn runs(&self) -> Vec<(Value, String)> {
+        self.state.lock().unwrap().runs.clone()
+    }
+
+    pub fn set_status(&self, id: &str, status: &str) {
+        self.state.lock().unwrap().jobs.get_mut(id).unwrap().status = status.into();
+    }
+
+    pub fn complete(&self, id: &str, output: Value) {
+        complete_job(&self.state, id, output);
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.state.lock().unwrap().jobs.remove(id);
+    }
+
+    /// The job's status object, as the webhook and status requests carry it.
+    pub fn payload(&self, id: &str) -> Value {
+        let s = self.state.lock().unwrap();
+        job_payload(id, &s.jobs[id])
+    }
+
+    /// Calls the job's webhook URL as RunPod does; the answer's status code.
+    pub async fn call_webhook(&self, id: &str) -> Option<u16> {
+        call_webhook(&self.state, id).await
+    }
+}
+
+fn job_payload(id: &str, job: &RunpodJob) -> Value {
+    let mut payload = json!({"id": id, "status": job.status, "delayTime": 10, "executionTime": 20});
+    if !job.output.is_null() {
+        payload["output"] = job.output.clone();
+    }
+    payload
+}
+
+fn complete_job(state: &std::sync::Mutex<RunpodState>, id: &str, output: Value) {
+    let mut s = state.lock().unwrap();
+    let job = s.jobs.get_mut(id).unwrap();
+    job.status = "COMPLETED".into();
+    job.output = output;
+}
+
+async fn call_webhook(state: &std::sync::Mutex<RunpodState>, id: &str) -> Option<u16> {
+    let (url, payload) = {
+        let s = state.lock().unwrap();
+        let job = &s.jobs[id];
+        (job.webhook.clone()?, job_payload(id, job))
+    };
+    let res = reqwest::Client::new().post(url).json(&payload).send().await.unwrap();
+    Some(res.status().as_u16())
+}

@@ -1,0 +1,84 @@
+//! `/api/stateless`: the RunPod transcription webhook (api.md §2.6). The RAG routes of that group
+//! need a LightRAG server and are not served yet.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::Services;
+use common::error::detail_response;
+use common::http::QueryParams;
+use serde_json::{Value, json};
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+}
+
+common::deref_to_services!(AppState);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        AppState { services }
+    }
+}
+
+/// The stateless routes alone, for mounting beside other groups.
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        // A status payload with segments can be large; Lambda's own limit is 6 MB.
+        .route("/api/stateless/webhook/transcribe", post(webhook_transcribe).layer(DefaultBodyLimit::max(6 * 1024 * 1024)))
+        .with_state(state)
+}
+
+/// The function's whole router: its routes, `/api/health`, CORS and the shared layers.
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    common::http::api_app(routes(state), &settings)
+}
+
+/// Constant-time comparison, so the answer time does not leak how much of a guess was right.
+fn same_secret(given: &str, secret: &str) -> bool {
+    let (a, b) = (given.as_bytes(), secret.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `X-Webhook-Token` or `?token=` must equal `RUNPOD_WEBHOOK_SECRET`; no secret refuses all (D21).
+fn authorized(state: &AppState, headers: &HeaderMap, query: &QueryParams) -> bool {
+    let Some(secret) = state.settings.api.runpod_webhook_secret.as_deref() else { return false };
+    let header = headers.get("x-webhook-token").and_then(|v| v.to_str().ok());
+    [header, query.str("token")].into_iter().flatten().any(|token| same_secret(token, secret))
+}
+
+/// `POST /api/stateless/webhook/transcribe`: RunPod's job result, handled inline (§5.4). Ignored
+/// payloads still answer 200 `null`; only transient failures answer 503, so RunPod retries (D14).
+async fn webhook_transcribe(State(state): State<AppState>, headers: HeaderMap, query: QueryParams, body: Bytes) -> Response {
+    if !authorized(&state, &headers, &query) {
+        tracing::warn!("RunPod webhook with a missing or wrong token");
+        return detail_response(StatusCode::UNAUTHORIZED, json!("Invalid webhook token"));
+    }
+    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match common::runpod::complete(&state.services, &payload).await {
+        Ok(completion) => {
+            tracing::info!(?completion, job = payload.get("id").and_then(serde_json::Value::as_str), "RunPod webhook handled");
+            axum::Json(Value::Null).into_response()
+        }
+        Err(err) => common::ApiError::from(err).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("s3cret", "s3cret"));
+        assert!(!same_secret("s3cre", "s3cret"));
+        assert!(!same_secret("s3cret!", "s3cret"));
+        assert!(!same_secret("", "s3cret"));
+    }
+}
