@@ -124,8 +124,6 @@ pub enum TranscriptionProvider {
     /// `AssemblyAI` (§5.3).
     AssemblyAi,
     /// `Dembrane-25-09`: AssemblyAI plus a Gemini correction pass through Vertex AI (§5.3).
-    /// Accepted here so existing configuration parses; `common::transcribe` does not implement
-    /// it yet and answers with a configuration error.
     Dembrane2509,
 }
 
@@ -211,6 +209,12 @@ pub struct TranscriptionSettings {
     pub litellm_whisper_url: Option<String>,
     /// `LITELLM_WHISPER_API_VERSION` (Azure only).
     pub litellm_whisper_api_version: String,
+    /// `GCP_SA_JSON`: the Vertex AI service account of Dembrane-25-09 (raw or base64 JSON).
+    pub gcp_sa_json: Option<String>,
+    /// `VERTEXAI_LOCATION` (LiteLLM's name): the Vertex AI region.
+    pub vertex_location: String,
+    /// `VERTEXAI_API_BASE`: replaces `https://{location}-aiplatform.googleapis.com` (a proxy).
+    pub vertex_api_base: Option<String>,
 }
 
 impl TranscriptionSettings {
@@ -225,12 +229,13 @@ impl TranscriptionSettings {
     }
 
     /// The provider plus a check that the variables it needs are set (`network-worker`
-    /// start-up, D63). `Dembrane-25-09` also needs `GCP_SA_JSON`, which is not checked here.
+    /// start-up, D63).
     pub fn require(&self) -> Result<TranscriptionProvider, ConfigError> {
         let provider = self.provider()?;
         let needed: &[(&'static str, bool)] = match provider {
-            TranscriptionProvider::AssemblyAi | TranscriptionProvider::Dembrane2509 => {
-                &[("ASSEMBLYAI_API_KEY", self.assemblyai_api_key.is_some())]
+            TranscriptionProvider::AssemblyAi => &[("ASSEMBLYAI_API_KEY", self.assemblyai_api_key.is_some())],
+            TranscriptionProvider::Dembrane2509 => {
+                &[("ASSEMBLYAI_API_KEY", self.assemblyai_api_key.is_some()), ("GCP_SA_JSON", self.gcp_sa_json.is_some())]
             }
             TranscriptionProvider::Runpod => &[
                 ("RUNPOD_WHISPER_API_KEY", self.runpod_whisper_api_key.is_some()),
@@ -380,6 +385,9 @@ impl Settings {
             litellm_whisper_model: var("LITELLM_WHISPER_MODEL"),
             litellm_whisper_url: base_url("LITELLM_WHISPER_URL"),
             litellm_whisper_api_version: var("LITELLM_WHISPER_API_VERSION").unwrap_or_else(|| "2024-06-01".into()),
+            gcp_sa_json: var("GCP_SA_JSON"),
+            vertex_location: var("VERTEXAI_LOCATION").unwrap_or_else(|| "us-central1".into()),
+            vertex_api_base: base_url("VERTEXAI_API_BASE"),
         };
 
         Ok(Settings {
@@ -575,5 +583,7 @@ mod tests {
         assert!(s.require(&["TRANSCRIPTION_PROVIDER"]).is_ok());
         let s = settings(&[("TRANSCRIPTION_PROVIDER", "Dembrane-25-09")]).unwrap();
         assert!(matches!(s.transcription.require(), Err(ConfigError::Missing("ASSEMBLYAI_API_KEY"))));
+        let s = settings(&[("TRANSCRIPTION_PROVIDER", "Dembrane-25-09"), ("ASSEMBLYAI_API_KEY", "aai")]).unwrap();
+        assert!(matches!(s.transcription.require(), Err(ConfigError::Missing("GCP_SA_JSON"))));
     }
 }

@@ -1,14 +1,13 @@
 //! Clients for the transcription providers of processing.md §5: an OpenAI-compatible Whisper
-//! endpoint (`LiteLLM`, Azure OpenAI included, §5.2), AssemblyAI (§5.3) and RunPod (§5.4).
+//! endpoint (`LiteLLM`, Azure OpenAI included, §5.2), AssemblyAI, alone or with the Gemini
+//! correction pass of `Dembrane-25-09` (§5.3), and RunPod (§5.4).
 //!
 //! These are pure HTTP clients: no store, no S3. The task code reads the chunk, presigns the
 //! audio, builds the prompt and hotwords, decides what to do with each answer and writes the
 //! results. Every call is awaited on reqwest; the audio file is streamed from disk with tokio.
-//!
-//! `Dembrane-25-09` (AssemblyAI plus a Gemini correction pass through Vertex AI) is not
-//! implemented: [`Transcriber::from_settings`] answers it with [`TranscribeError::Config`].
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::config::{ConfigError, TranscriptionProvider, TranscriptionSettings};
+use crate::vertex::{Part, ServiceAccount, VertexClient, VertexError};
 
 /// Whole-request timeout of a Whisper upload and transcription (a piece is at most 15 MiB).
 pub const DEFAULT_OPENAI_TIMEOUT: Duration = Duration::from_secs(300);
@@ -30,8 +30,10 @@ pub const RUNPOD_RUN_TIMEOUT: Duration = Duration::from_secs(600);
 pub const RUNPOD_STATUS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Languages AssemblyAI's language detection may pick from (§5.3).
 pub const ASSEMBLYAI_EXPECTED_LANGUAGES: [&str; 7] = ["nl", "fr", "es", "de", "it", "pt", "en"];
-/// What [`Transcriber::from_settings`] says for `Dembrane-25-09`.
-pub const DEMBRANE_25_09_UNSUPPORTED: &str = "Dembrane-25-09 needs Vertex AI, not supported yet";
+/// The Gemini model of the `Dembrane-25-09` correction pass.
+pub const CORRECTION_MODEL: &str = "gemini-2.5-flash";
+/// What an empty corrected transcript is stored as.
+pub const NOTHING_TO_TRANSCRIBE: &str = "[Nothing to transcribe]";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// What must be escaped in one URL path segment.
@@ -47,7 +49,7 @@ pub enum TranscribeError {
     /// Any other 4xx: the provider refused this request; retrying will not help (terminal).
     #[error("transcription provider rejected the request ({status}): {body}")]
     Rejected { status: u16, body: String },
-    /// The provider is not configured, or not supported (`Dembrane-25-09`).
+    /// The provider is not configured.
     #[error("transcription not configured: {0}")]
     Config(String),
     /// Anything else: an unreadable answer, an unreadable local file.
@@ -129,20 +131,61 @@ async fn parse_json(body: Bytes) -> Result<Value, TranscribeError> {
 pub enum Transcriber {
     LiteLlm(OpenAiTranscriber),
     AssemblyAi(AssemblyAi),
+    /// AssemblyAI, then Gemini corrects its transcript against the audio.
+    Dembrane2509 {
+        assemblyai: AssemblyAi,
+        vertex: Arc<VertexClient>,
+    },
     Runpod(RunPod),
 }
 
 impl Transcriber {
-    /// The provider of §5.1 with its keys; a missing/unknown provider, a missing key, or
-    /// `Dembrane-25-09` (needs Vertex AI, not supported yet) is [`TranscribeError::Config`].
+    /// The provider of §5.1 with its keys; a missing/unknown provider, a missing key or an
+    /// unusable `GCP_SA_JSON` is [`TranscribeError::Config`]. Built once per process, so the
+    /// Vertex access token is reused across tasks.
     pub fn from_settings(settings: &TranscriptionSettings) -> Result<Self, TranscribeError> {
         match settings.require()? {
             TranscriptionProvider::LiteLlm => OpenAiTranscriber::from_settings(settings).map(Transcriber::LiteLlm),
             TranscriptionProvider::AssemblyAi => AssemblyAi::from_settings(settings).map(Transcriber::AssemblyAi),
             TranscriptionProvider::Runpod => RunPod::from_settings(settings).map(Transcriber::Runpod),
-            TranscriptionProvider::Dembrane2509 => Err(TranscribeError::Config(DEMBRANE_25_09_UNSUPPORTED.into())),
+            TranscriptionProvider::Dembrane2509 => {
+                let assemblyai = AssemblyAi::from_settings(settings)?;
+                let account = ServiceAccount::parse(required(&settings.gcp_sa_json, "GCP_SA_JSON")?)
+                    .map_err(|e| TranscribeError::Config(e.to_string()))?;
+                let vertex = VertexClient::new(account, &settings.vertex_location, settings.vertex_api_base.as_deref());
+                Ok(Transcriber::Dembrane2509 { assemblyai, vertex: Arc::new(vertex) })
+            }
         }
     }
+}
+
+/// The `Dembrane-25-09` correction pass: Gemini hears the audio and corrects AssemblyAI's
+/// candidate; `(transcript, note)`, an empty transcript stored as [`NOTHING_TO_TRANSCRIBE`].
+pub async fn correct_transcript(
+    vertex: &VertexClient,
+    candidate: &str,
+    mp3: Vec<u8>,
+    hotwords: &[String],
+    pii_redaction: bool,
+) -> Result<(String, String), VertexError> {
+    let system = crate::prompts::render(
+        "transcript_correction_workflow",
+        "en",
+        json!({ "hotwords_str": hotwords.join(", "), "pii_redaction": pii_redaction }),
+    )
+    .map_err(|e| VertexError::Config(e.to_string()))?;
+    let schema = json!({
+        "type": "OBJECT",
+        "properties": { "corrected_transcript": { "type": "STRING" }, "note": { "type": "STRING" } },
+        "required": ["corrected_transcript", "note"],
+    });
+    let parts = vec![Part::Text(candidate.to_string()), Part::Inline { mime_type: "audio/mp3".into(), data: mp3 }];
+    let answer = vertex.generate_json(CORRECTION_MODEL, &system, parts, schema).await?;
+    let (Some(transcript), Some(note)) = (answer["corrected_transcript"].as_str(), answer["note"].as_str()) else {
+        return Err(VertexError::Transient("the correction lacks corrected_transcript or note".into()));
+    };
+    let transcript = if transcript.trim().is_empty() { NOTHING_TO_TRANSCRIBE.to_string() } else { transcript.to_string() };
+    Ok((transcript, note.to_string()))
 }
 
 fn required<'a>(value: &'a Option<String>, name: &'static str) -> Result<&'a str, TranscribeError> {
@@ -661,7 +704,9 @@ mod tests {
     #[test]
     fn transcriber_follows_the_configured_provider() {
         let s = transcription(&[("TRANSCRIPTION_PROVIDER", "Dembrane-25-09"), ("ASSEMBLYAI_API_KEY", "k")]);
-        assert!(matches!(Transcriber::from_settings(&s), Err(TranscribeError::Config(m)) if m == DEMBRANE_25_09_UNSUPPORTED));
+        assert!(matches!(Transcriber::from_settings(&s), Err(TranscribeError::Config(m)) if m.contains("GCP_SA_JSON")));
+        let s = transcription(&[("TRANSCRIPTION_PROVIDER", "Dembrane-25-09"), ("ASSEMBLYAI_API_KEY", "k"), ("GCP_SA_JSON", "{}")]);
+        assert!(matches!(Transcriber::from_settings(&s), Err(TranscribeError::Config(m)) if m.contains("GCP_SA_JSON has no")));
         assert!(
             matches!(Transcriber::from_settings(&transcription(&[])), Err(TranscribeError::Config(m)) if m.contains("TRANSCRIPTION_PROVIDER"))
         );

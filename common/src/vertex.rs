@@ -124,6 +124,12 @@ pub struct VertexClient {
     token: Mutex<Option<(String, Instant)>>,
 }
 
+impl std::fmt::Debug for VertexClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VertexClient").field("account", &self.account).field("base_url", &self.base_url).finish()
+    }
+}
+
 impl VertexClient {
     /// `base_url` replaces `https://{location}-aiplatform.googleapis.com` (a proxy, or a test server).
     pub fn new(account: ServiceAccount, location: &str, base_url: Option<&str>) -> Self {

@@ -24,6 +24,13 @@ async fn tone_chunk(app: &TestApp, cid: &str, seconds: f64, args: &[&str], file:
     app.stored_chunk(cid, file, std::fs::read(&path).unwrap(), chrono::Utc::now()).await.id
 }
 
+/// The chunk's `diarization` column as stored (the Store does not read it back).
+fn stored_diarization(app: &TestApp, chunk: &str) -> Option<serde_json::Value> {
+    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let text: Option<String> = db.query_row("SELECT diarization FROM conversation_chunk WHERE id = ?1", [chunk], |r| r.get(0)).unwrap();
+    text.map(|t| serde_json::from_str(&t).unwrap())
+}
+
 fn names(app: &TestApp) -> Vec<String> {
     app.published().iter().map(|m| m["task"].as_str().unwrap().to_string()).collect()
 }
@@ -366,7 +373,9 @@ async fn an_assemblyai_job_continues_in_a_new_message_instead_of_sleeping() {
     // The continuation polls the same job and never submits again.
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(app.local.network_worker.run(&next, &delivery()).await, Ok(Done::Completed));
-    assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap().transcript.as_deref(), Some("Late but complete."));
+    let done = app.local.store.get_chunk(&chunk).await.unwrap().unwrap();
+    assert_eq!(done.transcript.as_deref(), Some("Late but complete."));
+    assert_eq!(stored_diarization(&app, &chunk), Some(json!({"schema": "ASSEMBLYAI", "data": []})), "AssemblyAI's words");
     assert_eq!(submits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
@@ -554,4 +563,124 @@ async fn library_tasks_skip_what_is_gone_and_refuse_without_a_topic_modeler() {
     .unwrap();
     let outcome = unconfigured.local.network_worker.run(&view(&run, "themes?"), &delivery()).await;
     assert!(matches!(&outcome, Err(TaskError::Terminal(r)) if r.contains("RUNPOD_TOPIC_MODELER_URL")), "{outcome:?}");
+}
+
+/// AssemblyAI answering at once with a finished transcript; counts submissions.
+async fn finished_assemblyai(text: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let submits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = submits.clone();
+    let assemblyai = axum::Router::new()
+        .route(
+            "/v2/transcript",
+            axum::routing::post(move || {
+                let s = s.clone();
+                async move {
+                    s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    axum::Json(json!({"id": "job-1", "status": "queued"}))
+                }
+            }),
+        )
+        .route(
+            "/v2/transcript/job-1",
+            axum::routing::get(move || async move {
+                axum::Json(json!({"id": "job-1", "status": "completed", "text": text, "words": [{"text": "we", "start": 0, "end": 90}]}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, assemblyai).await.unwrap() });
+    (base, submits)
+}
+
+#[tokio::test]
+async fn dembrane_25_09_corrects_assemblyai_with_gemini_hearing_the_audio() {
+    let (assemblyai, submits) = finished_assemblyai("we met at the bark").await;
+    let google = support::google::FakeGoogle::start().await;
+    let (account, vertex) = (google.service_account_json(), google.base.clone());
+    let app = TestApp::start_with(|o| {
+        o.settings.transcription.provider_name = Some("Dembrane-25-09".into());
+        o.settings.transcription.assemblyai_base_url = assemblyai;
+        o.settings.transcription.assemblyai_api_key = Some("aai-key".into());
+        o.settings.transcription.gcp_sa_json = Some(account);
+        o.settings.transcription.vertex_api_base = Some(vertex);
+    })
+    .await;
+    let network = app.local.network_worker.clone();
+    let cid = app.initiate().await;
+    let chunk = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "a.mp3").await;
+    let stored = app.local.store.get_chunk(&chunk).await.unwrap().unwrap();
+    let mp3 = app.local.state.blob.key_from_url(stored.path.as_deref().unwrap()).unwrap();
+    let task = |job: Option<&str>, continuation| Task::TranscribeChunk {
+        conversation_chunk_id: chunk.clone(),
+        conversation_id: cid.clone(),
+        use_pii_redaction: true,
+        provider_job_id: job.map(str::to_string),
+        continuation,
+    };
+
+    // Gemini is down: the finished AssemblyAI job is handed on instead of submitted again.
+    google.respond_with(503);
+    assert!(matches!(network.run(&task(None, 0), &delivery()).await, Ok(Done::Skipped(_))));
+    let next = app.published().into_iter().rev().find(|m| m["task"] == "task_transcribe_chunk").unwrap();
+    assert_eq!((next["args"]["provider_job_id"].as_str(), next["args"]["continuation"].as_u64()), (Some("job-1"), Some(1)));
+    assert_eq!(app.local.store.get_chunk(&chunk).await.unwrap().unwrap().transcript, None);
+
+    google.respond_with(200);
+    google.answer_with(json!({"corrected_transcript": "We met at the park.", "note": "bark -> park"}));
+    assert_eq!(network.run(&task(Some("job-1"), 1), &delivery()).await, Ok(Done::Completed));
+    assert_eq!(submits.load(std::sync::atomic::Ordering::SeqCst), 1, "AssemblyAI was paid once");
+    let done = app.local.store.get_chunk(&chunk).await.unwrap().unwrap();
+    assert_eq!(done.transcript.as_deref(), Some("We met at the park."));
+    let diarization = stored_diarization(&app, &chunk).unwrap();
+    assert_eq!((diarization["schema"].as_str(), diarization["data"]["note"].as_str()), (Some("Dembrane-25-09"), Some("bark -> park")));
+    assert_eq!(diarization["data"]["raw"]["text"], "we met at the bark", "the whole AssemblyAI answer is kept");
+
+    // Gemini heard the chunk itself, read the candidate, and was asked to redact.
+    let (_, _, body) = google.calls().last().unwrap().clone();
+    let parts = &body["contents"][0]["parts"];
+    assert_eq!(parts[0]["text"], "we met at the bark");
+    let heard =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, parts[1]["inlineData"]["data"].as_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    app.local.state.blob.download_to(&mp3, &dir.path().join("a.mp3")).await.unwrap();
+    assert_eq!(heard, std::fs::read(dir.path().join("a.mp3")).unwrap());
+    assert!(body["systemInstruction"]["parts"][0]["text"].as_str().unwrap().contains("[NAME]"));
+    // A duplicate delivery finds the transcript and calls no one.
+    let calls = google.calls().len();
+    assert!(matches!(network.run(&task(Some("job-1"), 1), &delivery()).await, Ok(Done::Skipped(_))));
+    assert_eq!(google.calls().len(), calls);
+}
+
+#[tokio::test]
+async fn dembrane_25_09_stores_silence_as_nothing_to_transcribe_and_refusals_are_final() {
+    let (assemblyai, _) = finished_assemblyai("").await;
+    let google = support::google::FakeGoogle::start().await;
+    let (account, vertex) = (google.service_account_json(), google.base.clone());
+    let app = TestApp::start_with(|o| {
+        o.settings.transcription.provider_name = Some("Dembrane-25-09".into());
+        o.settings.transcription.assemblyai_base_url = assemblyai;
+        o.settings.transcription.assemblyai_api_key = Some("aai-key".into());
+        o.settings.transcription.gcp_sa_json = Some(account);
+        o.settings.transcription.vertex_api_base = Some(vertex);
+    })
+    .await;
+    let cid = app.initiate().await;
+    let transcribe = |chunk: &str| Task::TranscribeChunk {
+        conversation_chunk_id: chunk.to_string(),
+        conversation_id: cid.clone(),
+        use_pii_redaction: false,
+        provider_job_id: None,
+        continuation: 0,
+    };
+    let quiet = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "quiet.mp3").await;
+    google.answer_with(json!({"corrected_transcript": "", "note": "silence"}));
+    assert_eq!(app.local.network_worker.run(&transcribe(&quiet), &delivery()).await, Ok(Done::Completed));
+    assert_eq!(app.local.store.get_chunk(&quiet).await.unwrap().unwrap().transcript.as_deref(), Some("[Nothing to transcribe]"));
+    let system = google.calls()[0].2["systemInstruction"]["parts"][0]["text"].as_str().unwrap().to_string();
+    assert!(!system.contains("[NAME]"), "no redaction unless asked");
+
+    let refused = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "refused.mp3").await;
+    google.respond_with(400);
+    let outcome = app.local.network_worker.run(&transcribe(&refused), &delivery()).await;
+    assert!(matches!(&outcome, Err(TaskError::Terminal(r)) if r.contains("400")), "{outcome:?}");
 }

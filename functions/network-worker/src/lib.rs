@@ -11,6 +11,7 @@ use common::llm::LlmClient;
 use common::pipeline::{self, Finish, StatusIds, StatusStep};
 use common::store::ConversationPatch;
 use common::tasks::{Queue, Task};
+use common::transcribe::Transcriber;
 use common::worker::{Delivery, Done, TaskError, TaskRunner};
 
 mod diarization;
@@ -24,11 +25,14 @@ const IDLE_MINUTES: i64 = 5;
 pub struct NetworkWorker {
     pub services: Services,
     pub llm: LlmClient,
+    /// The configured provider's client, or why there is none (reported per task).
+    pub transcriber: Result<Transcriber, String>,
 }
 
 impl NetworkWorker {
     pub fn new(services: Services) -> Self {
-        NetworkWorker { llm: LlmClient::from_settings(&services.settings), services }
+        let transcriber = Transcriber::from_settings(&services.settings.transcription).map_err(|e| e.to_string());
+        NetworkWorker { llm: LlmClient::from_settings(&services.settings), transcriber, services }
     }
 }
 
@@ -42,7 +46,8 @@ impl TaskRunner for NetworkWorker {
         let services = &self.services;
         match task {
             Task::TranscribeChunk { conversation_chunk_id, provider_job_id, continuation, .. } => {
-                transcribe::run(services, conversation_chunk_id, provider_job_id.as_deref(), *continuation, task, delivery).await
+                let job = transcribe::Job { provider_job_id: provider_job_id.as_deref(), continuation: *continuation, task, delivery };
+                transcribe::run(services, &self.transcriber, conversation_chunk_id, job).await
             }
             Task::FinishConversationHook { conversation_id } => {
                 match pipeline::finish_conversation(services, conversation_id, false).await? {

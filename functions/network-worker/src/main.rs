@@ -5,5 +5,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         ["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL", "NETWORK_DLQ_URL"];
     let services = common::Services::from_env(&required).await?;
     let settings = services.settings.clone();
-    common::worker::run_lambda(network_worker::NetworkWorker::new(services), &settings).await
+    let worker = network_worker::NetworkWorker::new(services);
+    // A named provider that cannot work (a missing key, an unreadable GCP_SA_JSON) is a deploy
+    // mistake: refuse to start (D63). No provider at all only fails the transcription tasks.
+    if let (Some(_), Err(reason)) = (&settings.transcription.provider_name, &worker.transcriber) {
+        return Err(reason.clone().into());
+    }
+    common::worker::run_lambda(worker, &settings).await
 }

@@ -1,7 +1,8 @@
 //! `task_transcribe_chunk` (processing.md §5): once per chunk, through the configured provider.
 //! Waiting on AssemblyAI never sleeps past the invocation's budget: the task re-publishes itself
-//! with the job id instead, so the next delivery polls the same job (D55). RunPod jobs are
-//! submitted and left: the webhook or the poller finishes them (`common::runpod`).
+//! with the job id instead, so the next delivery polls the same job (D55); a Dembrane-25-09
+//! correction that fails for a passing reason does the same, so AssemblyAI is paid once. RunPod
+//! jobs are submitted and left: the webhook or the poller finishes them (`common::runpod`).
 
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use common::merge::TempDir;
 use common::pipeline::{StatusIds, StatusStep, completion_trigger, record_chunk_failure, record_status};
 use common::store::{Chunk, ChunkPatch};
 use common::tasks::Task;
-use common::transcribe::{AssemblyAi, AssemblyAiStatus, OpenAiTranscriber, TranscribeError, hotwords_from_prompt};
+use common::transcribe::{AssemblyAi, AssemblyAiStatus, OpenAiTranscriber, TranscribeError, Transcriber, hotwords_from_prompt};
+use common::vertex::VertexClient;
 use common::worker::{Delivery, Done, TaskError};
 use minijinja::context;
+use serde_json::{Value, json};
 
 const PROVIDER_URL_LIFETIME: Duration = Duration::from_secs(259_200);
 const POLL_EVERY: Duration = Duration::from_secs(3);
@@ -30,14 +33,15 @@ pub async fn record_failure(services: &Services, chunk_id: &str, reason: &str) {
     record_chunk_failure(services, chunk_id, format!("Transcription failed: {reason}")).await;
 }
 
-pub async fn run(
-    services: &Services,
-    chunk_id: &str,
-    provider_job_id: Option<&str>,
-    continuation: u32,
-    task: &Task,
-    delivery: &Delivery,
-) -> Result<Done, TaskError> {
+/// The delivery being handled, for the providers that continue in a new message.
+pub struct Job<'a> {
+    pub provider_job_id: Option<&'a str>,
+    pub continuation: u32,
+    pub task: &'a Task,
+    pub delivery: &'a Delivery,
+}
+
+pub async fn run(services: &Services, transcriber: &Result<Transcriber, String>, chunk_id: &str, job: Job<'_>) -> Result<Done, TaskError> {
     let Some(chunk) = services.store.get_chunk(chunk_id).await? else { return Ok(Done::Skipped("chunk is gone".into())) };
     if chunk.transcript.is_some() || chunk.error.is_some() {
         return Ok(Done::Skipped("already transcribed or failed".into()));
@@ -57,16 +61,16 @@ pub async fn run(
         }
         Err(err) => return Err(TaskError::terminal(err)),
     };
+    let transcriber = transcriber.as_ref().map_err(TaskError::terminal)?;
+    if matches!(job.task, Task::TranscribeChunk { use_pii_redaction: true, .. }) && provider != TranscriptionProvider::Dembrane2509 {
+        tracing::warn!(chunk_id, %provider, "PII redaction is only done by Dembrane-25-09; transcribing without it");
+    }
     let step = StatusStep::start(services, "task_transcribe_chunk", format!("for chunk {chunk_id}"), ids.clone()).await;
-    let outcome = match provider {
-        TranscriptionProvider::LiteLlm => whisper(services, &chunk).await,
-        TranscriptionProvider::AssemblyAi => assemblyai(services, &chunk, provider_job_id, continuation, task, delivery).await,
-        TranscriptionProvider::Runpod => common::runpod::transcribe(services, &chunk).await,
-        TranscriptionProvider::Dembrane2509 => {
-            let message = format!("{provider} transcription is not available in this build; chunk {chunk_id} stays pending");
-            record_status(services, "task_transcribe_chunk.skipped".into(), message.clone(), ids).await;
-            Ok(Done::Skipped(message))
-        }
+    let outcome = match transcriber {
+        Transcriber::LiteLlm(client) => whisper(services, client, &chunk).await,
+        Transcriber::AssemblyAi(client) => assemblyai(services, client, None, &chunk, &job).await,
+        Transcriber::Dembrane2509 { assemblyai: client, vertex } => assemblyai(services, client, Some(vertex), &chunk, &job).await,
+        Transcriber::Runpod(_) => common::runpod::transcribe(services, &chunk).await,
     };
     let reason = outcome.as_ref().err().map(ToString::to_string);
     step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
@@ -82,8 +86,8 @@ async fn project_inputs(services: &Services, chunk: &Chunk) -> Result<Option<(St
     Ok(Some((language, prompt)))
 }
 
-async fn write_transcript(services: &Services, chunk: &Chunk, text: String) -> Result<Done, TaskError> {
-    if !services.store.update_chunk(&chunk.id, ChunkPatch { transcript: Some(text), ..Default::default() }).await? {
+async fn write_transcript(services: &Services, chunk: &Chunk, text: String, diarization: Option<Value>) -> Result<Done, TaskError> {
+    if !services.store.update_chunk(&chunk.id, ChunkPatch { transcript: Some(text), diarization, ..Default::default() }).await? {
         return Ok(Done::Skipped("chunk vanished while transcribing".into()));
     }
     completion_trigger(services, &chunk.conversation_id).await?;
@@ -91,7 +95,7 @@ async fn write_transcript(services: &Services, chunk: &Chunk, text: String) -> R
 }
 
 /// An OpenAI-compatible `/audio/transcriptions` endpoint (LiteLLM, OpenAI, a local whisper).
-async fn whisper(services: &Services, chunk: &Chunk) -> Result<Done, TaskError> {
+async fn whisper(services: &Services, transcriber: &OpenAiTranscriber, chunk: &Chunk) -> Result<Done, TaskError> {
     let Some((language, project_prompt)) = project_inputs(services, chunk).await? else {
         return Ok(Done::Skipped("conversation is gone".into()));
     };
@@ -102,67 +106,105 @@ async fn whisper(services: &Services, chunk: &Chunk) -> Result<Done, TaskError> 
     if let Some(extra) = project_prompt {
         prompt.push_str(&format!(" {extra}."));
     }
-    let transcriber = OpenAiTranscriber::from_settings(&services.settings.transcription).map_err(TaskError::terminal)?;
     let dir = TempDir::new().await.map_err(TaskError::transient)?;
     let file = dir.path().join("chunk.mp3");
-    match services.blob.download_to(&key, &file).await {
-        Ok(_) => {}
-        Err(BlobError::Other(reason)) if reason.contains("NoSuchKey") => {
-            return Err(TaskError::terminal("the audio object does not exist"));
-        }
-        Err(err) => return Err(err.into()),
-    }
+    download(services, &key, &file).await?;
     // "multi" asks for detection, which Whisper does when no language is given.
     let language = (language != "multi").then_some(language);
     let text = transcriber.transcribe(&file, language.as_deref(), Some(&prompt)).await.map_err(provider_error)?;
     dir.remove().await;
-    write_transcript(services, chunk, text).await
+    write_transcript(services, chunk, text, None).await
 }
 
+async fn download(services: &Services, key: &str, file: &std::path::Path) -> Result<(), TaskError> {
+    match services.blob.download_to(key, file).await {
+        Ok(_) => Ok(()),
+        Err(BlobError::Other(reason)) if reason.contains("NoSuchKey") => Err(TaskError::terminal("the audio object does not exist")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The chunk's mp3, whole, for the correction pass (a piece is at most 15 MiB).
+async fn audio_bytes(services: &Services, chunk: &Chunk) -> Result<Vec<u8>, TaskError> {
+    let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
+    let key = services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))?;
+    let dir = TempDir::new().await.map_err(TaskError::transient)?;
+    let file = dir.path().join("chunk.mp3");
+    download(services, &key, &file).await?;
+    let bytes = tokio::fs::read(&file).await.map_err(TaskError::transient)?;
+    dir.remove().await;
+    Ok(bytes)
+}
+
+/// AssemblyAI, and with `vertex` the Dembrane-25-09 correction of its transcript.
 async fn assemblyai(
     services: &Services,
+    client: &AssemblyAi,
+    vertex: Option<&VertexClient>,
     chunk: &Chunk,
-    provider_job_id: Option<&str>,
-    continuation: u32,
-    task: &Task,
-    delivery: &Delivery,
+    job: &Job<'_>,
 ) -> Result<Done, TaskError> {
     let Some((language, prompt)) = project_inputs(services, chunk).await? else {
         return Ok(Done::Skipped("conversation is gone".into()));
     };
-    let client = AssemblyAi::from_settings(&services.settings.transcription).map_err(TaskError::terminal)?;
-    let job = match provider_job_id {
+    let hotwords = hotwords_from_prompt(prompt.as_deref());
+    let provider_job = match job.provider_job_id {
         Some(job) => job.to_string(),
         None => {
             let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
             let key = services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))?;
             let url = services.blob.presigned_get(&key, PROVIDER_URL_LIFETIME).await?;
-            client.submit(&url, &language, &hotwords_from_prompt(prompt.as_deref())).await.map_err(provider_error)?
+            client.submit(&url, &language, &hotwords).await.map_err(provider_error)?
         }
     };
     loop {
-        match client.poll(&job).await.map_err(provider_error)? {
-            AssemblyAiStatus::Completed { text, .. } => return write_transcript(services, chunk, text).await,
+        match client.poll(&provider_job).await.map_err(provider_error)? {
+            AssemblyAiStatus::Completed { text, words, raw } => {
+                let Some(vertex) = vertex else {
+                    let diarization = json!({ "schema": "ASSEMBLYAI", "data": words });
+                    return write_transcript(services, chunk, text, Some(diarization)).await;
+                };
+                let pii = matches!(job.task, Task::TranscribeChunk { use_pii_redaction: true, .. });
+                let audio = audio_bytes(services, chunk).await?;
+                return match common::transcribe::correct_transcript(vertex, &text, audio, &hotwords, pii).await {
+                    Ok((corrected, note)) => {
+                        let diarization = json!({ "schema": "Dembrane-25-09", "data": { "note": note, "raw": raw } });
+                        write_transcript(services, chunk, corrected, Some(diarization)).await
+                    }
+                    // A first delivery hands the finished AssemblyAI job to a continuation
+                    // instead of failing, so its retry does not submit the audio again.
+                    Err(err) if err.is_transient() && job.provider_job_id.is_none() => {
+                        continue_later(services, job, provider_job, &format!("correction failed ({err}); retries in 30 s")).await
+                    }
+                    Err(err) if err.is_transient() => Err(TaskError::transient(err)),
+                    Err(err) => Err(TaskError::terminal(err)),
+                };
+            }
             AssemblyAiStatus::Error(reason) => return Err(TaskError::Terminal(reason)),
-            AssemblyAiStatus::Queued | AssemblyAiStatus::Processing if delivery.has_time_for(POLL_EVERY) => {
+            AssemblyAiStatus::Queued | AssemblyAiStatus::Processing if job.delivery.has_time_for(POLL_EVERY) => {
                 tokio::time::sleep(POLL_EVERY).await
             }
             AssemblyAiStatus::Queued | AssemblyAiStatus::Processing => break,
         }
     }
-    if continuation >= MAX_CONTINUATIONS {
+    continue_later(services, job, provider_job, "AssemblyAI job still running; continues in 30 s").await
+}
+
+/// Re-publishes the task with AssemblyAI's job id, so the next delivery polls that job.
+async fn continue_later(services: &Services, job: &Job<'_>, provider_job: String, why: &str) -> Result<Done, TaskError> {
+    if job.continuation >= MAX_CONTINUATIONS {
         return Err(TaskError::terminal("AssemblyAI did not finish in time"));
     }
-    let Task::TranscribeChunk { conversation_chunk_id, conversation_id, use_pii_redaction, .. } = task else {
+    let Task::TranscribeChunk { conversation_chunk_id, conversation_id, use_pii_redaction, .. } = job.task else {
         return Err(TaskError::terminal("not a transcription task"));
     };
     let next = Task::TranscribeChunk {
         conversation_chunk_id: conversation_chunk_id.clone(),
         conversation_id: conversation_id.clone(),
         use_pii_redaction: *use_pii_redaction,
-        provider_job_id: Some(job),
-        continuation: continuation + 1,
+        provider_job_id: Some(provider_job),
+        continuation: job.continuation + 1,
     };
     services.tasks.publish(next, CONTINUATION_DELAY).await?;
-    Ok(Done::Skipped("AssemblyAI job still running; continues in 30 s".into()))
+    Ok(Done::Skipped(why.to_string()))
 }
