@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -20,9 +19,20 @@ use crate::error::{ApiError, ValidationIssue, detail_response};
 pub const X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `GET /api/health`: answers without touching any dependency.
+/// Answers without touching any dependency.
+#[utoipa::path(get, path = "/api/health", tag = "health", responses((status = 200, description = "Always", body = Object, example = json!({"status": "ok"}))))]
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /api/health` with its OpenAPI entry.
+pub fn health_api<S: Clone + Send + Sync + 'static>() -> utoipa_axum::router::OpenApiRouter<S> {
+    utoipa_axum::router::OpenApiRouter::default().routes(utoipa_axum::routes!(health))
+}
+
+/// `GET /api/health`.
 pub fn health_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/api/health", get(|| async { Json(json!({"status": "ok"})) }))
+    health_api().split_for_parts().0
 }
 
 /// Who may call with credentials from a browser.
@@ -292,6 +302,7 @@ fn missing_field(message: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
