@@ -66,14 +66,6 @@ pub struct DiarizationSettings {
     pub english_only: bool,
 }
 
-/// Where secrets live when they are not in the environment: SSM parameter names
-/// (`DIRECTUS_TOKEN_SSM_PARAMETER`, `DIRECTUS_SECRET_SSM_PARAMETER`), read once at start-up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretParameters {
-    pub directus_token: Option<String>,
-    pub directus_secret: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     pub directus_secret: Option<String>,
@@ -247,7 +239,6 @@ pub struct Settings {
     pub api: ApiSettings,
     pub auth: AuthSettings,
     pub llm: LlmSettings,
-    pub secret_parameters: SecretParameters,
     pub transcription: TranscriptionSettings,
     pub runpod_diarization: bool,
     pub diarization: DiarizationSettings,
@@ -376,10 +367,6 @@ impl Settings {
             api,
             auth,
             llm,
-            secret_parameters: SecretParameters {
-                directus_token: var("DIRECTUS_TOKEN_SSM_PARAMETER"),
-                directus_secret: var("DIRECTUS_SECRET_SSM_PARAMETER"),
-            },
             transcription,
             runpod_diarization: parse_bool(var("ENABLE_RUNPOD_DIARIZATION").as_deref()),
             diarization: DiarizationSettings {
