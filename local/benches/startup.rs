@@ -109,7 +109,7 @@ fn main() {
                     .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
                     .route("/2018-06-01/runtime/init/error", post(error))
                     .route("/2020-01-01/extension/register", post(register_extension))
-                    .route("/2020-01-01/extension/event/next", get(|| std::future::pending::<()>()))
+                    .route("/2020-01-01/extension/event/next", get(std::future::pending::<()>))
                     .with_state(api.clone());
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
