@@ -75,16 +75,6 @@ pub struct TopicModelerSettings {
     pub api_key: Option<String>,
 }
 
-/// Where secrets live when they are not in the environment: SSM parameter names
-/// (`DIRECTUS_TOKEN_SSM_PARAMETER`, `DIRECTUS_SECRET_SSM_PARAMETER`,
-/// `RUNPOD_WEBHOOK_SECRET_SSM_PARAMETER`), read once at start-up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretParameters {
-    pub directus_token: Option<String>,
-    pub directus_secret: Option<String>,
-    pub runpod_webhook_secret: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     pub directus_secret: Option<String>,
@@ -263,7 +253,6 @@ pub struct Settings {
     pub api: ApiSettings,
     pub auth: AuthSettings,
     pub llm: LlmSettings,
-    pub secret_parameters: SecretParameters,
     pub transcription: TranscriptionSettings,
     pub runpod_diarization: bool,
     pub diarization: DiarizationSettings,
@@ -397,11 +386,6 @@ impl Settings {
             api,
             auth,
             llm,
-            secret_parameters: SecretParameters {
-                directus_token: var("DIRECTUS_TOKEN_SSM_PARAMETER"),
-                directus_secret: var("DIRECTUS_SECRET_SSM_PARAMETER"),
-                runpod_webhook_secret: var("RUNPOD_WEBHOOK_SECRET_SSM_PARAMETER"),
-            },
             transcription,
             runpod_diarization: parse_bool(var("ENABLE_RUNPOD_DIARIZATION").as_deref()),
             diarization: DiarizationSettings {

@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -20,9 +19,20 @@ use crate::error::{ApiError, ValidationIssue, detail_response};
 pub const X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `GET /api/health`: answers without touching any dependency.
+/// Answers without touching any dependency.
+#[utoipa::path(get, path = "/api/health", tag = "health", responses((status = 200, description = "Always", body = Object, example = json!({"status": "ok"}))))]
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /api/health` with its OpenAPI entry.
+pub fn health_api<S: Clone + Send + Sync + 'static>() -> utoipa_axum::router::OpenApiRouter<S> {
+    utoipa_axum::router::OpenApiRouter::default().routes(utoipa_axum::routes!(health))
+}
+
+/// `GET /api/health`.
 pub fn health_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/api/health", get(|| async { Json(json!({"status": "ok"})) }))
+    health_api().split_for_parts().0
 }
 
 /// Who may call with credentials from a browser.
@@ -144,11 +154,34 @@ pub fn api_app(routes: Router, settings: &crate::config::Settings) -> Router {
     finish_router(routes.merge(health_routes()), cors)
 }
 
+/// The line a function logs when Lambda stops its environment (SIGTERM), after which the process
+/// exits cleanly.
+pub const SHUTDOWN_LOG: &str = "shutting down: logs flushed";
+
+/// Lambda sends SIGTERM (and waits up to 500 ms) only to functions with an extension, so this
+/// registers lambda_runtime's no-op internal one; on the signal it logs a last line and flushes
+/// stdout/stderr so nothing buffered is lost. Call before the runtime starts. Without an
+/// Extensions API (some local emulators) it logs why and the function runs without the hook.
+pub async fn flush_logs_on_shutdown() {
+    let hook = || async {
+        tracing::info!("{SHUTDOWN_LOG}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    };
+    // lambda_runtime panics when the extension cannot register; that must not stop the function.
+    let registered = std::panic::AssertUnwindSafe(lambda_runtime::spawn_graceful_shutdown_handler(hook)).catch_unwind().await;
+    if registered.is_err() {
+        tracing::warn!("no graceful-shutdown hook: the Lambda Extensions API refused the registration");
+    }
+}
+
 /// Hands a router to the Lambda runtime; concurrent when `AWS_LAMBDA_MAX_CONCURRENCY` > 1.
 /// Buffered responses only: the body is collected, then lambda_http picks text or base64 by
 /// content type.
 pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
     use tower::ServiceExt;
+    flush_logs_on_shutdown().await;
     let handler = tower::service_fn(move |req: lambda_http::Request| {
         let router = router.clone();
         async move {
@@ -164,6 +197,7 @@ pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
 /// For functions with streaming routes: every response of the function streams (API Gateway
 /// invokes it with InvokeWithResponseStream), for up to 15 minutes.
 pub async fn run_lambda_streaming(router: Router) -> Result<(), lambda_http::Error> {
+    flush_logs_on_shutdown().await;
     lambda_http::run_with_streaming_response_concurrent(router).await
 }
 
@@ -292,6 +326,7 @@ fn missing_field(message: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod llm;
 pub mod merge;
 pub mod offload;
+pub mod openapi;
 pub mod pipeline;
 pub mod prompts;
 pub mod rag;

@@ -23,8 +23,7 @@ impl Services {
     /// A Lambda's start-up: settings from the environment (secrets from SSM where named), the
     /// variables this function needs checked (D63), then the backends.
     pub async fn from_env(required: &[&'static str]) -> Result<Self, BoxError> {
-        let mut settings = Settings::from_env()?;
-        crate::secrets::resolve(&mut settings).await?;
+        let settings = crate::secrets::settings_from_env().await?;
         settings.require(required)?;
         Self::connect(Arc::new(settings)).await
     }

@@ -301,6 +301,7 @@ pub async fn run_lambda<R: TaskRunner + 'static>(runner: R, settings: &crate::co
     let ops = std::sync::Arc::new(SqsQueueOps { client, queue_url, dlq_url });
     let runner = std::sync::Arc::new(runner);
     let max_attempts = settings.queues.task_max_attempts;
+    crate::http::flush_logs_on_shutdown().await;
     lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
         let (runner, ops) = (runner.clone(), ops.clone());
         async move {

@@ -109,28 +109,45 @@ async fn secrets_come_from_ssm_when_the_environment_lacks_them() {
     {
         ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.unwrap();
     }
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        common::config::Settings::from_lookup(move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap()
-    };
-    let mut settings = env(&[
+    for (name, value) in [("/echo/assemblyai-api-key", "aai-key"), ("/echo/medium-llm-api-key", "sk-medium")] {
+        ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.unwrap();
+    }
+    let lookup =
+        |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    let env = |pairs: &'static [(&'static str, &'static str)]| common::config::Settings::from_lookup(lookup(pairs)).unwrap();
+    let resolved = |pairs: &'static [(&'static str, &'static str)]| common::secrets::settings_with(&ssm, lookup(pairs));
+
+    let unresolved = env(&[("ECHO_STORE", "directus"), ("DIRECTUS_TOKEN_SSM_PARAMETER", "/echo/directus-token")]);
+    assert!(unresolved.require(&["DIRECTUS_TOKEN"]).is_err());
+    // Seven names, one batch; API keys come the same way as the Directus token and secret.
+    let settings = resolved(&[
         ("ECHO_STORE", "directus"),
         ("DIRECTUS_TOKEN_SSM_PARAMETER", "/echo/directus-token"),
         ("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/directus-secret"),
         ("RUNPOD_WEBHOOK_SECRET_SSM_PARAMETER", "/echo/runpod-webhook"),
-    ]);
-    assert!(settings.require(&["DIRECTUS_TOKEN"]).is_err());
-    common::secrets::resolve_with(&ssm, &mut settings).await.unwrap();
-    settings.require(&["DIRECTUS_TOKEN", "DIRECTUS_SECRET"]).unwrap();
+        ("TRANSCRIPTION_PROVIDER", "AssemblyAI"),
+        ("ASSEMBLYAI_API_KEY_SSM_PARAMETER", "/echo/assemblyai-api-key"),
+        ("MEDIUM_LITELLM_API_KEY_SSM_PARAMETER", "/echo/medium-llm-api-key"),
+        // Two settings may share one parameter.
+        ("SUMMARY_LITELLM_API_KEY_SSM_PARAMETER", "/echo/medium-llm-api-key"),
+    ])
+    .await
+    .unwrap();
+    settings.require(&["DIRECTUS_TOKEN", "DIRECTUS_SECRET", "TRANSCRIPTION_PROVIDER"]).unwrap();
     assert!(matches!(&settings.store, common::config::StoreSettings::Directus { token: Some(t), .. } if t == "static-admin-token"));
     assert_eq!(settings.auth.directus_secret.as_deref(), Some("jwt-secret"));
     assert_eq!(settings.api.runpod_webhook_secret.as_deref(), Some("hook-secret"));
+    assert_eq!(settings.transcription.assemblyai_api_key.as_deref(), Some("aai-key"));
+    assert_eq!(settings.llm.medium.api_key.as_deref(), Some("sk-medium"));
+    assert_eq!(settings.llm.summary.api_key.as_deref(), Some("sk-medium"));
 
     // A value in the environment wins; a missing parameter is a start-up error naming it.
-    let mut direct = env(&[("DIRECTUS_SECRET", "from-env"), ("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/directus-secret")]);
-    common::secrets::resolve_with(&ssm, &mut direct).await.unwrap();
-    assert_eq!(direct.auth.directus_secret.as_deref(), Some("from-env"));
-    let mut missing = env(&[("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/nope")]);
-    let err = common::secrets::resolve_with(&ssm, &mut missing).await.unwrap_err();
+    let direct = resolved(&[("ASSEMBLYAI_API_KEY", "from-env"), ("ASSEMBLYAI_API_KEY_SSM_PARAMETER", "/echo/nope")]).await.unwrap();
+    assert_eq!(direct.transcription.assemblyai_api_key.as_deref(), Some("from-env"));
+    let err =
+        resolved(&[("DIRECTUS_SECRET_SSM_PARAMETER", "/echo/directus-secret"), ("RUNPOD_WHISPER_API_KEY_SSM_PARAMETER", "/echo/nope")])
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("/echo/nope"), "{err}");
 }
 
@@ -216,7 +233,7 @@ async fn a_worker_retries_failed_records_and_dead_letters_them_after_the_last_at
     loop {
         assert!(started.elapsed() < Duration::from_secs(30), "the queue did not drain: {:?}", runner.attempts.lock().unwrap());
         let received = common::worker::poll_sqs_once(&runner, &ops, &client, &queue, max_attempts, Duration::ZERO).await.unwrap();
-        if received == 0 && runner.attempts.lock().unwrap().len() >= 1 + max_attempts as usize {
+        if received == 0 && runner.attempts.lock().unwrap().len() > max_attempts as usize {
             break;
         }
     }

@@ -48,6 +48,13 @@ async fn error(State(api): State<RuntimeApi>) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
+/// The Extensions API's registration, for the graceful-shutdown extension every function registers.
+async fn register_extension() -> (HeaderMap, &'static str) {
+    let mut headers = HeaderMap::new();
+    headers.insert("lambda-extension-identifier", "ext-1".parse().unwrap());
+    (headers, r#"{"functionName":"bench","functionVersion":"$LATEST","handler":"bootstrap"}"#)
+}
+
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -85,7 +92,7 @@ fn main() {
             ("scheduler", r#"{"hello": "not a schedule"}"#.to_string()),
         ];
         println!("cold start against a local Lambda Runtime API (median of {RUNS} starts)");
-        println!("  {:<15} {:>10} {:>12} {:>10}  {}", "function", "first (ms)", "peak RSS MB", "binary MB", "first answer");
+        println!("  {:<15} {:>10} {:>12} {:>10}  first answer", "function", "first (ms)", "peak RSS MB", "binary MB");
         for (bin, event) in cases {
             let path = workspace().join("target/release").join(bin);
             assert!(path.exists(), "{} is missing: run `cargo build --release --bins` first", path.display());
@@ -101,6 +108,8 @@ fn main() {
                     .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
                     .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
                     .route("/2018-06-01/runtime/init/error", post(error))
+                    .route("/2020-01-01/extension/register", post(register_extension))
+                    .route("/2020-01-01/extension/event/next", get(std::future::pending::<()>))
                     .with_state(api.clone());
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();

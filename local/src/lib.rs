@@ -110,13 +110,20 @@ impl Drop for Local {
     }
 }
 
-/// The API: every function's routes on one router.
+/// The OpenAPI document of every function's routes, from the same annotations the routers use.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    common::openapi::document([participant::openapi(), conversations::openapi(), projects::openapi(), stateless::openapi()])
+}
+
+/// The API: every function's routes on one router, and `GET /api/openapi.json`.
 pub fn api_router(services: common::Services) -> Router {
     let settings = services.settings.clone();
+    let document = Arc::new(openapi());
     let routes = participant::routes(participant::AppState::new(services.clone()))
         .merge(conversations::routes(conversations::AppState::new(services.clone())))
         .merge(projects::routes(projects::AppState::new(services.clone())))
-        .merge(stateless::routes(stateless::AppState::new(services)));
+        .merge(stateless::routes(stateless::AppState::new(services)))
+        .route("/api/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }));
     common::http::api_app(routes, &settings)
 }
 

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let running = local::start(options).await?;
     let api = format!("{}/api", running.api_url);
     println!("echo-local is running (Ctrl-C stops it)");
-    println!("  API        {api}  (try {api}/health)");
+    println!("  API        {api}  (try {api}/health; OpenAPI at {api}/openapi.json)");
     if let Some(s3) = &running.s3_url {
         println!("  S3         {s3}  bucket {:?}", running.settings.s3.bucket.as_deref().unwrap_or_default());
     }

@@ -606,3 +606,56 @@ fn schedules_send_the_scheduled_task_messages() {
     assert!(poller.1.to_string().contains("rate(10 minutes)"), "{}: the RunPod poller runs every 10 minutes", poller.0);
     assert!(t.resources()[&poller.0].get("Condition").is_some(), "{}: the RunPod poller is deployed only for RunPod", poller.0);
 }
+
+// ------------------------------------------------------------------ secrets
+
+fn strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
+    let t = Template::load();
+    let statements = iam_statements(&t);
+    let mut checked = 0;
+    for (name, function) in t.functions() {
+        let vars = function["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        for secret in common::secrets::SECRET_SETTINGS {
+            assert!(!vars.contains_key(*secret), "{name}: {secret} must come from SSM ({secret}{})", common::secrets::PARAMETER_SUFFIX);
+        }
+        let given: BTreeSet<String> = vars
+            .iter()
+            .filter(|(k, _)| k.ends_with(common::secrets::PARAMETER_SUFFIX))
+            .map(|(k, v)| {
+                let setting = k.trim_end_matches(common::secrets::PARAMETER_SUFFIX);
+                assert!(common::secrets::SECRET_SETTINGS.contains(&setting), "{name}: {k} names no secret setting the code reads");
+                target(v).unwrap_or_else(|| panic!("{name}: {k} must be a Ref to a template parameter")).to_string()
+            })
+            .collect();
+        // Every ssm resource of the function's statements, as the parameter it names.
+        let mut readable = BTreeSet::new();
+        for (origin, statement) in statements.iter().filter(|(o, _)| o.starts_with(&format!("{name}."))) {
+            let actions: Vec<&str> = as_list(&statement["Action"]).into_iter().filter_map(Value::as_str).collect();
+            if !actions.iter().any(|a| a.starts_with("ssm:")) {
+                continue;
+            }
+            assert_eq!(actions, ["ssm:GetParameters"], "{origin}: the one batched read secrets.rs makes");
+            let mut resources = Vec::new();
+            strings(&statement["Resource"], &mut resources);
+            for r in resources.iter().filter(|r| r.contains(":parameter")) {
+                let parameter = r.split(":parameter${").nth(1).and_then(|p| p.strip_suffix('}'));
+                readable.insert(parameter.unwrap_or_else(|| panic!("{origin}: {r} must name a template parameter")).to_string());
+            }
+        }
+        assert_eq!(readable, given, "{name}: the role reads exactly the parameters the function is given");
+        checked += given.len();
+    }
+    // Directus token x6, secret x2, LLM keys x4, transcription keys x3, the RunPod webhook secret
+    // x2, the topic modeler key and the Vertex service account (template.yaml "Secrets").
+    assert_eq!(checked, 19);
+}

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::AppState;
+use common::openapi::ErrorBody;
 
 const INTERVAL: Duration = Duration::from_secs(45);
 const MAX_IDS: usize = 20;
@@ -29,6 +30,7 @@ fn event(name: &str, data: &str) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
+#[utoipa::path(get, path = "/api/conversations/health/stream", tag = "conversations", params(("conversation_ids" = Option<String>, Query, description = "Comma-separated conversation ids"), ("project_ids" = Option<String>, Query, description = "Comma-separated project ids (at most 20 ids in all)")), responses((status = 200, description = "Server-sent events: ping, health_update, error", content_type = "text/event-stream", body = String), (status = 400, description = "At least one of conversation_ids or project_ids must be provided; Too many IDs provided", body = ErrorBody)))]
 pub async fn stream(State(state): State<AppState>, query: QueryParams) -> Result<Response, ApiError> {
     let conversation_ids = ids(&query, "conversation_ids");
     let project_ids = ids(&query, "project_ids");

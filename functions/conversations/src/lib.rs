@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
 use common::Services;
 use common::llm::LlmClient;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 mod health;
 mod reply;
@@ -31,20 +32,30 @@ impl AppState {
     }
 }
 
-pub fn routes(state: AppState) -> Router {
+/// The conversation routes with their OpenAPI entries (each handler's `#[utoipa::path]` names
+/// its method and path). The literal health/stream path wins over `{conversation_id}` in axum.
+pub fn api() -> OpenApiRouter<AppState> {
     use routes::*;
-    Router::new()
-        .route("/api/conversations/health/stream", get(health::stream))
-        .route("/api/conversations/{conversation_id}", delete(delete_conversation))
-        .route("/api/conversations/{conversation_id}/counts", get(counts))
-        .route("/api/conversations/{conversation_id}/content", get(content))
-        .route("/api/conversations/{conversation_id}/chunks/{chunk_id}/content", get(chunk_content))
-        .route("/api/conversations/{conversation_id}/transcript", get(transcript))
-        .route("/api/conversations/{conversation_id}/token-count", get(token_count))
-        .route("/api/conversations/{conversation_id}/get-reply", post(reply::get_reply))
-        .route("/api/conversations/{conversation_id}/summarize", post(summarize))
-        .route("/api/conversations/{conversation_id}/retranscribe", post(retranscribe))
-        .with_state(state)
+    OpenApiRouter::default()
+        .routes(routes!(health::stream))
+        .routes(routes!(delete_conversation))
+        .routes(routes!(counts))
+        .routes(routes!(content))
+        .routes(routes!(chunk_content))
+        .routes(routes!(transcript))
+        .routes(routes!(token_count))
+        .routes(routes!(reply::get_reply))
+        .routes(routes!(summarize))
+        .routes(routes!(retranscribe))
+}
+
+pub fn routes(state: AppState) -> Router {
+    api().split_for_parts().0.with_state(state)
+}
+
+/// This group's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
 }
 
 pub fn router(state: AppState) -> Router {

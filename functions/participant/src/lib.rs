@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
 use common::Services;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 mod rate_limit;
 mod routes;
@@ -32,28 +33,35 @@ impl AppState {
     }
 }
 
+/// The participant routes with their OpenAPI entries: each handler's `#[utoipa::path]` names its
+/// method and path, so a route is written once.
+pub fn api() -> OpenApiRouter<AppState> {
+    use routes::*;
+    OpenApiRouter::default()
+        .routes(routes!(get_project))
+        .routes(routes!(initiate_conversation))
+        .routes(routes!(get_conversation))
+        .routes(routes!(list_chunks))
+        .routes(routes!(delete_chunk))
+        .routes(routes!(upload_text))
+        // Above our own 4 MiB answer, below Lambda's 6 MB request limit.
+        .routes(routes!(upload_chunk).layer(DefaultBodyLimit::max(6 * 1024 * 1024)))
+        .routes(routes!(get_upload_url))
+        .routes(routes!(confirm_upload))
+        .routes(routes!(finish_conversation))
+        .routes(routes!(subscribe))
+        .routes(routes!(unsubscribe))
+        .routes(routes!(unsubscribe_eligibility))
+}
+
 /// The participant routes alone, for mounting beside other groups.
 pub fn routes(state: AppState) -> Router {
-    use routes::*;
-    Router::new()
-        .route("/api/participant/projects/{project_id}", get(get_project))
-        .route("/api/participant/projects/{project_id}/conversations/initiate", post(initiate_conversation))
-        .route("/api/participant/projects/{project_id}/conversations/{conversation_id}", get(get_conversation))
-        .route("/api/participant/projects/{project_id}/conversations/{conversation_id}/chunks", get(list_chunks))
-        .route("/api/participant/projects/{project_id}/conversations/{conversation_id}/chunks/{chunk_id}", delete(delete_chunk))
-        .route("/api/participant/conversations/{conversation_id}/upload-text", post(upload_text))
-        .route(
-            "/api/participant/conversations/{conversation_id}/upload-chunk",
-            // Above our own 4 MiB answer, below Lambda's 6 MB request limit.
-            post(upload_chunk).layer(DefaultBodyLimit::max(6 * 1024 * 1024)),
-        )
-        .route("/api/participant/conversations/{conversation_id}/get-upload-url", post(get_upload_url))
-        .route("/api/participant/conversations/{conversation_id}/confirm-upload", post(confirm_upload))
-        .route("/api/participant/conversations/{conversation_id}/finish", post(finish_conversation))
-        .route("/api/participant/report/subscribe", post(subscribe))
-        .route("/api/participant/{project_id}/report/unsubscribe", post(unsubscribe))
-        .route("/api/participant/report/unsubscribe/eligibility", get(unsubscribe_eligibility))
-        .with_state(state)
+    api().split_for_parts().0.with_state(state)
+}
+
+/// This group's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
 }
 
 /// The function's whole router: its routes, `/api/health`, CORS and the shared layers.

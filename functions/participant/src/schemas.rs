@@ -3,14 +3,16 @@
 use chrono::{DateTime, Utc};
 use common::store::{Chunk, Conversation, Project};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
 pub struct PublicTag {
     pub id: String,
     pub text: String,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
+#[schema(as = PublicProjectSchema)]
 pub struct PublicProject {
     pub id: String,
     pub language: String,
@@ -46,7 +48,8 @@ impl From<Project> for PublicProject {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
+#[schema(as = PublicConversationSchema)]
 pub struct PublicConversation {
     pub id: String,
     pub project_id: String,
@@ -69,7 +72,8 @@ impl From<Conversation> for PublicConversation {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
+#[schema(as = PublicConversationChunkSchema)]
 pub struct PublicChunk {
     pub id: String,
     pub conversation_id: String,
@@ -93,7 +97,7 @@ impl From<Chunk> for PublicChunk {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct InitiateBody {
     pub name: String,
     /// Accepted and unused (D28).
@@ -107,7 +111,7 @@ pub struct InitiateBody {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UploadTextBody {
     #[serde(with = "common::datetime")]
     pub timestamp: DateTime<Utc>,
@@ -115,13 +119,13 @@ pub struct UploadTextBody {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UploadUrlBody {
     pub filename: String,
     pub content_type: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UploadUrl {
     pub chunk_id: String,
     pub upload_url: String,
@@ -129,7 +133,7 @@ pub struct UploadUrl {
     pub file_url: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ConfirmUploadBody {
     pub chunk_id: String,
     pub file_url: String,
@@ -138,15 +142,27 @@ pub struct ConfirmUploadBody {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SubscribeBody {
     pub emails: Vec<String>,
     pub project_id: String,
     pub conversation_id: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UnsubscribeBody {
     pub token: String,
     pub email_opt_in: bool,
+}
+
+/// The legacy upload-chunk form (documentation only: the handler reads the fields itself).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadChunkForm {
+    /// The audio file, at most 4 MiB.
+    #[schema(value_type = String, format = Binary)]
+    pub chunk: Vec<u8>,
+    pub timestamp: DateTime<Utc>,
+    /// Defaults to PORTAL_AUDIO.
+    pub source: Option<String>,
 }

@@ -2,9 +2,10 @@
 //! library (spec/api.md §2.4).
 
 use axum::Router;
-use axum::routing::{get, post};
 use common::Services;
 use common::llm::LlmClient;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 mod report;
 mod routes;
@@ -24,17 +25,27 @@ impl AppState {
     }
 }
 
-pub fn routes(state: AppState) -> Router {
+/// The project routes with their OpenAPI entries (each handler's `#[utoipa::path]` names its
+/// method and path).
+pub fn api() -> OpenApiRouter<AppState> {
     use routes::*;
-    Router::new()
-        .route("/api/projects", post(create_project))
-        .route("/api/projects/", post(trailing_slash))
-        .route("/api/projects/{project_id}/transcripts", get(transcripts::download))
-        .route("/api/projects/{project_id}/create-library", post(create_library))
-        .route("/api/projects/{project_id}/create-view", post(create_view))
-        .route("/api/projects/{project_id}/create-report", post(report::create_report))
-        .route("/api/projects/{project_id}/clone", post(clone_project))
-        .with_state(state)
+    OpenApiRouter::default()
+        .routes(routes!(create_project))
+        .routes(routes!(trailing_slash))
+        .routes(routes!(transcripts::download))
+        .routes(routes!(create_library))
+        .routes(routes!(create_view))
+        .routes(routes!(report::create_report))
+        .routes(routes!(clone_project))
+}
+
+pub fn routes(state: AppState) -> Router {
+    api().split_for_parts().0.with_state(state)
+}
+
+/// This group's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
 }
 
 pub fn router(state: AppState) -> Router {

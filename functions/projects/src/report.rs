@@ -14,8 +14,9 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use common::openapi::ErrorBody;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReportBody {
     language: Option<String>,
 }
@@ -29,6 +30,7 @@ struct ReportConversation {
     updated_at: String,
 }
 
+#[utoipa::path(post, path = "/api/projects/{project_id}/create-report", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = ReportBody, responses((status = 200, description = "The created project_report item (id, content, project_id, language, status, date_created)", body = Object), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
 pub async fn create_report(
     State(state): State<AppState>,
     session: Session,

@@ -17,6 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::AppState;
+use common::openapi::ErrorBody;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -29,14 +30,14 @@ fn check_language(language: Option<&str>) -> ApiResult<()> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateProjectBody {
     name: Option<String>,
     context: Option<String>,
     language: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectTagSchema {
     id: String,
     #[serde(serialize_with = "common::datetime::serialize_option")]
@@ -47,7 +48,7 @@ pub struct ProjectTagSchema {
     text: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectSchema {
     id: String,
     #[serde(serialize_with = "common::datetime::serialize_option")]
@@ -93,6 +94,7 @@ impl From<Project> for ProjectSchema {
 }
 
 /// Only `name`, `context` and `language` are used (as ECHO); defaults are sent explicitly (D34).
+#[utoipa::path(post, path = "/api/projects", tag = "projects", request_body = CreateProjectBody, responses((status = 200, description = "The new project", body = ProjectSchema), (status = 400, description = "Language not supported", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
 pub async fn create_project(
     State(state): State<AppState>,
     session: Session,
@@ -117,15 +119,17 @@ pub async fn create_project(
 }
 
 /// As ECHO (FastAPI's slash redirect): the path without the slash.
+#[utoipa::path(post, path = "/api/projects/", tag = "projects", responses((status = 307, description = "Redirect to /api/projects (as ECHO)")))]
 pub async fn trailing_slash() -> Response {
     (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/api/projects")]).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LibraryBody {
     language: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/projects/{project_id}/create-library", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = LibraryBody, responses((status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
 pub async fn create_library(
     State(state): State<AppState>,
     session: Session,
@@ -142,13 +146,14 @@ pub async fn create_library(
     Ok((StatusCode::ACCEPTED, Json(Value::Null)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ViewBody {
     query: String,
     additional_context: Option<String>,
     language: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/projects/{project_id}/create-view", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = ViewBody, responses((status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found; No analysis found for this project", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
 pub async fn create_view(
     State(state): State<AppState>,
     session: Session,
@@ -169,13 +174,14 @@ pub async fn create_view(
     Ok((StatusCode::ACCEPTED, Json(Value::Null)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CloneBody {
     name: Option<String>,
     language: Option<String>,
 }
 
 /// A copy of the project's settings and tags that belongs to the caller (D19).
+#[utoipa::path(post, path = "/api/projects/{project_id}/clone", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = CloneBody, responses((status = 200, description = "The new project's id (JSON string)", body = String), (status = 400, description = "Language not supported", body = ErrorBody), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
 pub async fn clone_project(
     State(state): State<AppState>,
     session: Session,

@@ -6,11 +6,12 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use common::Services;
 use common::error::detail_response;
 use common::http::QueryParams;
 use serde_json::{Value, json};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -26,12 +27,20 @@ impl AppState {
     }
 }
 
+/// The stateless routes with their OpenAPI entries (each handler's `#[utoipa::path]`).
+pub fn api() -> OpenApiRouter<AppState> {
+    // A status payload with segments can be large; Lambda's own limit is 6 MB.
+    OpenApiRouter::default().routes(routes!(webhook_transcribe).layer(DefaultBodyLimit::max(6 * 1024 * 1024)))
+}
+
 /// The stateless routes alone, for mounting beside other groups.
 pub fn routes(state: AppState) -> Router {
-    Router::new()
-        // A status payload with segments can be large; Lambda's own limit is 6 MB.
-        .route("/api/stateless/webhook/transcribe", post(webhook_transcribe).layer(DefaultBodyLimit::max(6 * 1024 * 1024)))
-        .with_state(state)
+    api().split_for_parts().0.with_state(state)
+}
+
+/// This group's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
 }
 
 /// The function's whole router: its routes, `/api/health`, CORS and the shared layers.
@@ -55,6 +64,18 @@ fn authorized(state: &AppState, headers: &HeaderMap, query: &QueryParams) -> boo
 
 /// `POST /api/stateless/webhook/transcribe`: RunPod's job result, handled inline (§5.4). Ignored
 /// payloads still answer 200 `null`; only transient failures answer 503, so RunPod retries (D14).
+#[utoipa::path(
+    post,
+    path = "/api/stateless/webhook/transcribe",
+    tag = "stateless",
+    params(("token" = Option<String>, Query, description = "The shared secret, when not sent as X-Webhook-Token")),
+    request_body(content = Object, description = "RunPod's job status object: id, status, output", content_type = "application/json"),
+    security(("webhook_token" = [])),
+    responses(
+        (status = 200, description = "JSON null, also for payloads that are ignored (another job, no chunk)", body = Option<String>, example = json!(null)),
+        (status = 401, description = "Invalid webhook token", body = common::openapi::ErrorBody),
+    )
+)]
 async fn webhook_transcribe(State(state): State<AppState>, headers: HeaderMap, query: QueryParams, body: Bytes) -> Response {
     if !authorized(&state, &headers, &query) {
         tracing::warn!("RunPod webhook with a missing or wrong token");
