@@ -85,7 +85,8 @@ fn main() {
         let cases: Vec<(&str, String)> = vec![
             ("participant", health.clone()),
             ("conversations", health.clone()),
-            ("projects", health),
+            ("projects", health.clone()),
+            ("stateless", health),
             ("audio-worker", sqs_event(merge)),
             ("network-worker", sqs_event(finish)),
             // Publishing needs SQS; a non-schedule input is refused before any network call.
