@@ -2,6 +2,8 @@
 //! against a minimal Lambda Runtime API served here on 127.0.0.1, as Lambda starts a cold
 //! environment. Reports the time from process start to the first response the function posts,
 //! its peak RSS at that point, and the binary's size. Numbers go to docs/benchmarks.md.
+//! `ECHO_STARTUP_BINARIES=lambda` times the `bootstrap` files `sam build` (cargo lambda) made in
+//! target/lambda/<function>/ instead: what is deployed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -95,8 +97,12 @@ fn main() {
         println!("cold start against a local Lambda Runtime API (median of {RUNS} starts)");
         println!("  {:<15} {:>10} {:>12} {:>10}  first answer", "function", "first (ms)", "peak RSS MB", "binary MB");
         for (bin, event) in cases {
-            let path = workspace().join("target/release").join(bin);
-            assert!(path.exists(), "{} is missing: run `cargo build --release --bins` first", path.display());
+            let path = if std::env::var("ECHO_STARTUP_BINARIES").is_ok_and(|v| v == "lambda") {
+                workspace().join("target/lambda").join(bin).join("bootstrap")
+            } else {
+                workspace().join("target/release").join(bin)
+            };
+            assert!(path.exists(), "{} is missing: run `cargo build --release --bins` (or `sam build`) first", path.display());
             let size = std::fs::metadata(&path).unwrap().len();
             let mut firsts = Vec::new();
             let mut peaks = Vec::new();
