@@ -55,7 +55,9 @@ pub async fn record_chunk_failure(services: &Services, chunk_id: &str, message: 
         Ok(None) => return,
         Err(err) => return tracing::error!(%err, chunk_id, "could not record the chunk's error"),
     };
-    let patch = crate::store::ChunkPatch { error: Some(message), ..Default::default() };
+    // A RunPod job still linked would keep the poller asking about a chunk that is done.
+    let link = chunk.runpod_job_status_link.is_some().then_some(None);
+    let patch = crate::store::ChunkPatch { error: Some(message), runpod_job_status_link: link, ..Default::default() };
     if let Err(err) = services.store.update_chunk(chunk_id, patch).await {
         return tracing::error!(%err, chunk_id, "could not record the chunk's error");
     }

@@ -79,6 +79,9 @@ pub async fn complete(services: &Services, payload: &Value) -> Result<Completion
     let Some(chunk_id) = output.get("conversation_chunk_id").and_then(Value::as_str) else {
         return ignore("no conversation_chunk_id");
     };
+    if !crate::access::is_uuid(chunk_id) {
+        return ignore("conversation_chunk_id is not a chunk id");
+    }
     let Some(chunk) = services.store.get_chunk(chunk_id).await? else {
         return ignore("unknown chunk");
     };
@@ -102,10 +105,7 @@ pub async fn complete(services: &Services, payload: &Value) -> Result<Completion
         (None, _) => return ignore("the job is not finished"),
     };
     if let Some(message) = failure {
-        // Clearing the link stops the poller.
-        let patch = ChunkPatch { error: Some(message.clone()), runpod_job_status_link: Some(None), ..Default::default() };
-        services.store.update_chunk(&chunk.id, patch).await?;
-        completion_trigger(services, &chunk.conversation_id).await?;
+        fail_chunk(services, &chunk, message.clone()).await?;
         return Ok(Completion::Failed(message));
     }
 
@@ -116,6 +116,13 @@ pub async fn complete(services: &Services, payload: &Value) -> Result<Completion
     result?;
     completion_trigger(services, &chunk.conversation_id).await?;
     Ok(Completion::Completed)
+}
+
+/// The chunk's `error`, its link cleared (so the poller stops), then the completion trigger.
+async fn fail_chunk(services: &Services, chunk: &Chunk, message: String) -> Result<(), PipelineError> {
+    let patch = ChunkPatch { error: Some(message), runpod_job_status_link: Some(None), ..Default::default() };
+    services.store.update_chunk(&chunk.id, patch).await?;
+    completion_trigger(services, &chunk.conversation_id).await
 }
 
 /// Step 6 of the completion handling: the transcript and what RunPod says about it.
@@ -155,13 +162,24 @@ enum Next {
     Resubmit,
 }
 
-/// Submit step 1 for a status answer: wait, complete, or resubmit (D54).
-async fn follow(services: &Services, status: RunPodStatus) -> Result<Next, TaskError> {
+/// Submit step 1 for a status answer about the chunk's current job: wait, complete, or resubmit
+/// (D54).
+async fn follow(services: &Services, chunk: &Chunk, status: RunPodStatus) -> Result<Next, TaskError> {
     match status.state {
         RunPodJobState::InQueue | RunPodJobState::InProgress => {
             Ok(Next::Done(Done::Skipped("the RunPod job is queued or running; the webhook or the poller finishes it".into())))
         }
-        RunPodJobState::Completed | RunPodJobState::Failed => Ok(Next::Done(complete(services, &status.payload).await?.into())),
+        RunPodJobState::Completed => Ok(Next::Done(complete(services, &status.payload).await?.into())),
+        RunPodJobState::Failed => match complete(services, &status.payload).await? {
+            // RunPod's own failures carry `error` beside, not inside, an `output`: we asked about
+            // this chunk's job, so the failure is the chunk's (D51, D54).
+            Completion::Ignored(_) => {
+                let reason = set_text(status.payload.get("error")).unwrap_or_else(|| "Unknown error".into());
+                fail_chunk(services, chunk, format!("RunPod job failed: {reason}")).await?;
+                Ok(Next::Done(Done::Completed))
+            }
+            other => Ok(Next::Done(other.into())),
+        },
         RunPodJobState::Cancelled | RunPodJobState::TimedOut | RunPodJobState::Unknown => Ok(Next::Resubmit),
         // A status RunPod may add later: wait for the next poll rather than submit twice.
         RunPodJobState::Other(state) => Ok(Next::Done(Done::Skipped(format!("RunPod job state {state:?}; checked again by the poller")))),
@@ -174,7 +192,7 @@ pub async fn transcribe(services: &Services, chunk: &Chunk) -> Result<Done, Task
     let client = client(services)?;
     if let Some(link) = &chunk.runpod_job_status_link {
         let status = client.status(link).await.map_err(provider_error)?;
-        if let Next::Done(done) = follow(services, status).await? {
+        if let Next::Done(done) = follow(services, chunk, status).await? {
             return Ok(done);
         }
     }
@@ -237,6 +255,11 @@ pub async fn check(services: &Services, chunk_id: &str, status_link: &str) -> Re
     if chunk.runpod_job_status_link.as_deref() != Some(status_link) {
         return Ok(Done::Skipped("stale: the chunk's RunPod job changed".into()));
     }
+    if chunk.transcript.is_some() || chunk.error.is_some() {
+        // Finished another way (a final failure): the job no longer matters.
+        services.store.update_chunk(&chunk.id, ChunkPatch { runpod_job_status_link: Some(None), ..Default::default() }).await?;
+        return Ok(Done::Skipped("the chunk is already transcribed or failed".into()));
+    }
     let ids = StatusIds {
         conversation_id: Some(chunk.conversation_id.clone()),
         conversation_chunk_id: Some(chunk.id.clone()),
@@ -250,8 +273,9 @@ pub async fn check(services: &Services, chunk_id: &str, status_link: &str) -> Re
 }
 
 async fn poll(services: &Services, chunk: &Chunk, status_link: &str) -> Result<Done, TaskError> {
-    let next = match client(services)?.status(status_link).await {
-        Ok(status) => follow(services, status).await?,
+    let client = client(services)?;
+    let next = match client.status(status_link).await {
+        Ok(status) => follow(services, chunk, status).await?,
         Err(err) if err.is_transient() => return Err(TaskError::transient(err)),
         // Any other answer than 200 resubmits (threshold applies).
         Err(err) => {
@@ -261,18 +285,15 @@ async fn poll(services: &Services, chunk: &Chunk, status_link: &str) -> Result<D
     };
     match next {
         Next::Done(done) => Ok(done),
-        // Through task_transcribe_chunk, so its failure handling applies to the new job.
-        Next::Resubmit => {
-            let task = Task::TranscribeChunk {
-                conversation_chunk_id: chunk.id.clone(),
-                conversation_id: chunk.conversation_id.clone(),
-                use_pii_redaction: false,
-                provider_job_id: None,
-                continuation: 0,
-            };
-            services.tasks.publish(task, Duration::ZERO).await?;
-            Ok(Done::Completed)
-        }
+        // Submitted here, not through task_transcribe_chunk: that would ask the same link again.
+        // The link changes only once the new job exists, so a retry of this check is safe.
+        Next::Resubmit => match submit(services, &client, chunk).await {
+            Err(TaskError::Terminal(reason)) => {
+                crate::pipeline::record_chunk_failure(services, &chunk.id, format!("Transcription failed: {reason}")).await;
+                Err(TaskError::Terminal(reason))
+            }
+            other => other,
+        },
     }
 }
 

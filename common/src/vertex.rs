@@ -163,7 +163,7 @@ impl VertexClient {
         let status = reply.status();
         let body = reply.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(if retryable(status) {
                 VertexError::Transient(format!("Google token endpoint answered {status}"))
             } else {
                 VertexError::Config(format!("Google refused the service account ({status}): {}", short(&body)))
@@ -200,7 +200,7 @@ impl VertexClient {
             .map_err(|e| VertexError::Transient(format!("Vertex AI unreachable: {e}")))?;
         let status = reply.status();
         let text = reply.text().await.map_err(|e| VertexError::Transient(format!("Vertex AI answer cut off: {e}")))?;
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        if retryable(status) {
             return Err(VertexError::Transient(format!("Vertex AI answered {status}: {}", short(&text))));
         }
         if status == StatusCode::UNAUTHORIZED {
@@ -244,6 +244,11 @@ fn parse_answer(text: &str) -> Result<Value, VertexError> {
     }
     serde_json::from_str(&content)
         .map_err(|_| VertexError::Transient(format!("Vertex AI text is not the requested JSON: {}", short(&content))))
+}
+
+/// 408, 409, 429 and 5xx are worth another try (processing.md §1.3).
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 429)
 }
 
 fn short(text: &str) -> String {

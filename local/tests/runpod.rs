@@ -140,7 +140,12 @@ async fn the_webhook_completes_the_chunk_only_with_the_secret() {
     assert_eq!(chunk(&app, &id).await, done);
     assert_eq!(app.published().len(), published + 1);
     // Malformed payloads are ignored too.
-    for body in [json!([1, 2]), json!({"id": "job-1", "output": []}), json!({"id": "job-1", "output": {"joined_text": "x"}})] {
+    for body in [
+        json!([1, 2]),
+        json!({"id": "job-1", "output": []}),
+        json!({"id": "job-1", "output": {"joined_text": "x"}}),
+        json!({"id": "job-1", "status": "COMPLETED", "output": {"conversation_chunk_id": "not-a-uuid", "joined_text": "x"}}),
+    ] {
         let res = app.client.post(webhook(&app, &format!("?token={WEBHOOK_SECRET}"))).json(&body).send().await.unwrap();
         assert_eq!(read(res).await, (200, Value::Null), "{body}");
     }
@@ -316,10 +321,58 @@ async fn a_job_runpod_no_longer_knows_is_submitted_again() {
     let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
     let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: link };
     assert_eq!(app.local.network_worker.run(&check, &delivery()).await, Ok(Done::Completed));
-    assert_eq!(names(&app).last().map(String::as_str), Some("task_transcribe_chunk"), "resubmitted through task_transcribe_chunk");
-    app.local.run_tasks().await;
     let c = chunk(&app, &id).await;
     assert_eq!((c.runpod_job_status_link.unwrap().ends_with("/status/job-2"), c.runpod_request_count), (true, 2));
+    assert!(!names(&app).contains(&"task_transcribe_chunk".to_string()), "submitted by the check itself");
+}
+
+#[tokio::test]
+async fn a_refused_status_request_submits_a_new_job_instead_of_failing_the_chunk() {
+    let runpod = FakeRunpod::start().await;
+    let app = runpod_app(&runpod, |_| {}).await;
+    let cid = app.initiate().await;
+    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
+    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    runpod.state.lock().unwrap().status_failure = Some(400);
+    let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
+    let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: link };
+    assert_eq!(app.local.network_worker.run(&check, &delivery()).await, Ok(Done::Completed));
+    let c = chunk(&app, &id).await;
+    assert_eq!((c.error, c.runpod_job_status_link.unwrap().ends_with("/status/job-2")), (None, true));
+}
+
+#[tokio::test]
+async fn a_job_runpod_failed_on_its_own_fails_its_chunk_and_stops_the_polling() {
+    // RunPod's own failures carry no `output` with the chunk id; the check knows the chunk.
+    let runpod = FakeRunpod::start().await;
+    let app = runpod_app(&runpod, |_| {}).await;
+    let cid = app.initiate().await;
+    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
+    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    runpod.set_status("job-1", "FAILED");
+    let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
+    let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: link };
+    assert_eq!(app.local.network_worker.run(&check, &delivery()).await, Ok(Done::Completed));
+    let c = chunk(&app, &id).await;
+    assert_eq!((c.error.as_deref(), c.runpod_job_status_link), (Some("RunPod job failed: Unknown error"), None));
+    assert_eq!(runpod.runs().len(), 1, "nothing resubmitted");
+}
+
+#[tokio::test]
+async fn a_check_on_a_chunk_that_failed_otherwise_only_stops_the_polling() {
+    let runpod = FakeRunpod::start().await;
+    let app = runpod_app(&runpod, |_| {}).await;
+    let cid = app.initiate().await;
+    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
+    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
+    let error = common::store::ChunkPatch { error: Some("Transcription failed: gave up".into()), ..Default::default() };
+    app.local.store.update_chunk(&id, error).await.unwrap();
+    let asked = runpod.state.lock().unwrap().status_requests;
+    let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: link };
+    assert!(matches!(app.local.network_worker.run(&check, &delivery()).await, Ok(Done::Skipped(_))));
+    assert_eq!(chunk(&app, &id).await.runpod_job_status_link, None, "the poller lets go of it");
+    assert_eq!(runpod.state.lock().unwrap().status_requests, asked, "RunPod was not asked");
 }
 
 #[derive(Default)]

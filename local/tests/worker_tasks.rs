@@ -673,6 +673,12 @@ async fn dembrane_25_09_stores_silence_as_nothing_to_transcribe_and_refusals_are
         continuation: 0,
     };
     let quiet = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "quiet.mp3").await;
+    // Too little of the invocation left for the correction: it continues in a new message.
+    let short = Delivery { deadline: Some(std::time::Instant::now() + Duration::from_secs(60)), ..delivery() };
+    assert!(matches!(app.local.network_worker.run(&transcribe(&quiet), &short).await, Ok(Done::Skipped(_))));
+    assert!(google.calls().is_empty());
+    let next = app.published().into_iter().rev().find(|m| m["task"] == "task_transcribe_chunk").unwrap();
+    assert_eq!(next["args"]["provider_job_id"], "job-1");
     google.answer_with(json!({"corrected_transcript": "", "note": "silence"}));
     assert_eq!(app.local.network_worker.run(&transcribe(&quiet), &delivery()).await, Ok(Done::Completed));
     assert_eq!(app.local.store.get_chunk(&quiet).await.unwrap().unwrap().transcript.as_deref(), Some("[Nothing to transcribe]"));

@@ -128,7 +128,8 @@ async fn start_topic_modeler(
     }
     let text: String = reply.text().await.unwrap_or_default().chars().take(300).collect();
     let reason = format!("topic modeler answered {status}: {text}");
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+    // §1.3: 408, 409, 429 and 5xx are worth another try; any other 4xx is a refusal.
+    if status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 429) {
         Err(TaskError::transient(reason))
     } else {
         Err(TaskError::terminal(reason))

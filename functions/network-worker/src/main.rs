@@ -6,9 +6,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let services = common::Services::from_env(&required).await?;
     let settings = services.settings.clone();
     let worker = network_worker::NetworkWorker::new(services);
-    // A named provider that cannot work (a missing key, an unreadable GCP_SA_JSON) is a deploy
-    // mistake: refuse to start (D63). No provider at all only fails the transcription tasks.
-    if let (Some(_), Err(reason)) = (&settings.transcription.provider_name, &worker.transcriber) {
+    // A provider that cannot work (an unknown name, a missing key, an unreadable GCP_SA_JSON) is a
+    // deploy mistake: refuse to start (D63). No provider at all keeps the worker up for its other
+    // tasks; transcription then leaves chunks pending with a status row saying so.
+    let unconfigured = matches!(settings.transcription.provider(), Err(common::config::ConfigError::Missing(_)));
+    if let (false, Err(reason)) = (unconfigured, &worker.transcriber) {
         return Err(reason.clone().into());
     }
     common::worker::run_lambda(worker, &settings).await

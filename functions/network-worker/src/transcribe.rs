@@ -23,6 +23,8 @@ const PROVIDER_URL_LIFETIME: Duration = Duration::from_secs(259_200);
 const POLL_EVERY: Duration = Duration::from_secs(3);
 const CONTINUATION_DELAY: Duration = Duration::from_secs(30);
 const MAX_CONTINUATIONS: u32 = 96;
+/// The Dembrane-25-09 correction's worst case: the audio download and the Vertex client's timeout.
+const CORRECTION_ESTIMATE: Duration = Duration::from_secs(330);
 
 fn provider_error(err: TranscribeError) -> TaskError {
     if err.is_transient() { TaskError::transient(err) } else { TaskError::terminal(err) }
@@ -164,6 +166,9 @@ async fn assemblyai(
                     let diarization = json!({ "schema": "ASSEMBLYAI", "data": words });
                     return write_transcript(services, chunk, text, Some(diarization)).await;
                 };
+                if !job.delivery.has_time_for(CORRECTION_ESTIMATE) {
+                    return continue_later(services, job, provider_job, "no time left for the correction; continues in 30 s").await;
+                }
                 let pii = matches!(job.task, Task::TranscribeChunk { use_pii_redaction: true, .. });
                 let audio = audio_bytes(services, chunk).await?;
                 return match common::transcribe::correct_transcript(vertex, &text, audio, &hotwords, pii).await {

@@ -81,7 +81,15 @@ async fn webhook_transcribe(State(state): State<AppState>, headers: HeaderMap, q
         tracing::warn!("RunPod webhook with a missing or wrong token");
         return detail_response(StatusCode::UNAUTHORIZED, json!("Invalid webhook token"));
     }
-    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // A result with segments can be megabytes: parse it off the async workers.
+    let payload: Value = if body.len() > 64 * 1024 {
+        match common::offload::offload(move || serde_json::from_slice(&body).unwrap_or(Value::Null)).await {
+            Ok(payload) => payload,
+            Err(err) => return common::ApiError::from(err).into_response(),
+        }
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     match common::runpod::complete(&state.services, &payload).await {
         Ok(completion) => {
             tracing::info!(?completion, job = payload.get("id").and_then(serde_json::Value::as_str), "RunPod webhook handled");
