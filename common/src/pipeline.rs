@@ -1,11 +1,18 @@
 //! Steps the workers share: the completion trigger (processing.md §3.5), the finish hook
-//! (§3.4), and `processing_status` rows (§1.5, best-effort).
+//! (§3.4), `processing_status` rows (§1.5, best-effort), and where a chunk's audio is.
 
 use std::time::{Duration, Instant};
 
 use crate::Services;
 use crate::store::{ConversationPatch, NewProcessingStatus, StoreError};
 use crate::tasks::{PublishError, Task};
+
+/// The object key of a chunk's audio; a chunk without one can never be transcribed.
+pub fn audio_key(services: &Services, chunk: &crate::store::Chunk) -> Result<String, crate::worker::TaskError> {
+    use crate::worker::TaskError;
+    let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
+    services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -118,6 +125,22 @@ pub struct StatusIds {
     pub project_analysis_run_id: Option<String>,
 }
 
+impl StatusIds {
+    /// A chunk's row: its conversation and itself.
+    pub fn for_chunk(chunk: &crate::store::Chunk) -> Self {
+        StatusIds {
+            conversation_id: Some(chunk.conversation_id.clone()),
+            conversation_chunk_id: Some(chunk.id.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A step's message with why it ended (ECHO's exit message or the error), as its end row says it.
+pub fn with_reason(message: &str, reason: &str) -> String {
+    format!("{message} -\n {reason}")
+}
+
 /// A step's `.started` row; `finish` writes `.completed` or `.failed`. Never fails the task.
 pub struct StatusStep<'a> {
     services: &'a Services,
@@ -137,15 +160,23 @@ impl<'a> StatusStep<'a> {
     /// `.completed` with the reason the step ended early (ECHO's exit message).
     pub async fn finish_early(self, exit_message: &str) {
         let ms = self.started.elapsed().as_millis() as i64;
-        let message = format!("{} -\n {exit_message}", self.message);
+        let message = with_reason(&self.message, exit_message);
         write(self.services, format!("{}.completed", self.prefix), Some(message), Some(ms), self.parent, &self.ids).await;
+    }
+
+    /// `.completed` for `Ok`, `.failed` with the error's text for `Err`.
+    pub async fn finish_with<T, E: std::fmt::Display>(self, outcome: &Result<T, E>) {
+        match outcome {
+            Ok(_) => self.finish(Ok(())).await,
+            Err(err) => self.finish(Err(&err.to_string())).await,
+        }
     }
 
     pub async fn finish(self, result: Result<(), &str>) {
         let ms = self.started.elapsed().as_millis() as i64;
         let (event, message) = match result {
             Ok(()) => (format!("{}.completed", self.prefix), self.message.clone()),
-            Err(error) => (format!("{}.failed", self.prefix), format!("{} -\n {error}", self.message)),
+            Err(error) => (format!("{}.failed", self.prefix), with_reason(&self.message, error)),
         };
         write(self.services, event, Some(message), Some(ms), self.parent, &self.ids).await;
     }

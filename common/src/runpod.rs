@@ -91,11 +91,7 @@ pub async fn complete(services: &Services, payload: &Value) -> Result<Completion
         return ignore("not the chunk's current job (a duplicate or a stale job)");
     }
 
-    let ids = StatusIds {
-        conversation_id: Some(chunk.conversation_id.clone()),
-        conversation_chunk_id: Some(chunk.id.clone()),
-        ..Default::default()
-    };
+    let ids = StatusIds::for_chunk(&chunk);
     let error = set_text(output.get("error"));
     let status = payload.get("status").and_then(Value::as_str).unwrap_or_default();
     let failure = match (&error, status) {
@@ -111,8 +107,7 @@ pub async fn complete(services: &Services, payload: &Value) -> Result<Completion
 
     let step = StatusStep::start(services, "load_runpod_transcription_response", format!("for chunk {}", chunk.id), ids).await;
     let result = write_result(services, &chunk, output).await;
-    let reason = result.as_ref().err().map(ToString::to_string);
-    step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+    step.finish_with(&result).await;
     result?;
     completion_trigger(services, &chunk.conversation_id).await?;
     Ok(Completion::Completed)
@@ -215,8 +210,7 @@ async fn submit(services: &Services, client: &RunPod, chunk: &Chunk) -> Result<D
     let language = project.as_ref().and_then(|p| p.language.clone()).unwrap_or_else(|| "en".into());
     let hotwords = hotwords_from_prompt(project.as_ref().and_then(|p| p.default_conversation_transcript_prompt.as_deref()));
 
-    let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
-    let key = services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))?;
+    let key = crate::pipeline::audio_key(services, chunk)?;
     let audio = services.blob.presigned_get(&key, AUDIO_URL_LIFETIME).await?;
     let (base, name) = if chunk.source.as_deref() == Some("PORTAL_AUDIO") {
         (&settings.runpod_whisper_priority_base_url, "RUNPOD_WHISPER_PRIORITY_BASE_URL")
@@ -260,15 +254,10 @@ pub async fn check(services: &Services, chunk_id: &str, status_link: &str) -> Re
         services.store.update_chunk(&chunk.id, ChunkPatch { runpod_job_status_link: Some(None), ..Default::default() }).await?;
         return Ok(Done::Skipped("the chunk is already transcribed or failed".into()));
     }
-    let ids = StatusIds {
-        conversation_id: Some(chunk.conversation_id.clone()),
-        conversation_chunk_id: Some(chunk.id.clone()),
-        ..Default::default()
-    };
+    let ids = StatusIds::for_chunk(&chunk);
     let step = StatusStep::start(services, "task_process_runpod_chunk_response", format!("for chunk {chunk_id}"), ids).await;
     let outcome = poll(services, &chunk, status_link).await;
-    let reason = outcome.as_ref().err().map(ToString::to_string);
-    step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+    step.finish_with(&outcome).await;
     outcome
 }
 

@@ -41,8 +41,8 @@ pub struct ServiceAccount {
     pub client_email: String,
     pub project_id: String,
     pub token_uri: String,
-    /// PKCS#8 DER of `private_key`.
-    key_der: Vec<u8>,
+    /// `private_key`, parsed once.
+    key: std::sync::Arc<ring::signature::RsaKeyPair>,
 }
 
 impl std::fmt::Debug for ServiceAccount {
@@ -66,13 +66,13 @@ impl ServiceAccount {
             |name: &str| value[name].as_str().map(str::to_string).ok_or_else(|| VertexError::Config(format!("GCP_SA_JSON has no {name}")));
         let pem = field("private_key")?;
         let key_der = pem_body(&pem).ok_or_else(|| VertexError::Config("GCP_SA_JSON private_key is not a PEM PRIVATE KEY".into()))?;
-        ring::signature::RsaKeyPair::from_pkcs8(&key_der)
+        let key = ring::signature::RsaKeyPair::from_pkcs8(&key_der)
             .map_err(|e| VertexError::Config(format!("GCP_SA_JSON private_key is not a PKCS#8 RSA key: {e}")))?;
         Ok(ServiceAccount {
             client_email: field("client_email")?,
             project_id: field("project_id")?,
             token_uri: value["token_uri"].as_str().unwrap_or(DEFAULT_TOKEN_URI).to_string(),
-            key_der,
+            key: std::sync::Arc::new(key),
         })
     }
 
@@ -87,9 +87,9 @@ impl ServiceAccount {
             "exp": issued_at + TOKEN_LIFETIME_SECONDS,
         });
         let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let key = ring::signature::RsaKeyPair::from_pkcs8(&self.key_der).map_err(|e| VertexError::Config(e.to_string()))?;
-        let mut signature = vec![0; key.public().modulus_len()];
-        key.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+        let mut signature = vec![0; self.key.public().modulus_len()];
+        self.key
+            .sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
             .map_err(|_| VertexError::Config("signing the token request failed".into()))?;
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }

@@ -52,15 +52,10 @@ pub async fn process(services: &Services, chunk_id: &str, use_pii_redaction: boo
     let Some(chunk) = services.store.get_chunk(chunk_id).await? else {
         return Ok(Done::Skipped("chunk is gone (already split or deleted)".into()));
     };
-    let ids = StatusIds {
-        conversation_id: Some(chunk.conversation_id.clone()),
-        conversation_chunk_id: Some(chunk.id.clone()),
-        ..Default::default()
-    };
+    let ids = StatusIds::for_chunk(&chunk);
     let step = StatusStep::start(services, "task_process_conversation_chunk.split_audio_chunk", format!("for chunk {chunk_id}"), ids).await;
     let outcome = convert_and_split(services, &chunk, use_pii_redaction, delivery).await;
-    let reason = outcome.as_ref().err().map(ToString::to_string);
-    step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+    step.finish_with(&outcome).await;
     outcome
 }
 

@@ -62,7 +62,6 @@ async fn merge(services: &Services, conversation_id: &str) -> Result<Done, TaskE
         Err(MergeError::Store(e)) => Err(e.into()),
         Err(MergeError::Blob(e)) => Err(e.into()),
     };
-    let reason = outcome.as_ref().err().map(ToString::to_string);
-    step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+    step.finish_with(&outcome).await;
     outcome
 }

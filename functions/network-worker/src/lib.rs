@@ -129,8 +129,7 @@ impl NetworkWorker {
             Err(common::summary::SummaryError::Llm(e)) => Err(e.into()),
             Err(common::summary::SummaryError::Prompt(e)) => Err(TaskError::terminal(e)),
         };
-        let reason = outcome.as_ref().err().map(ToString::to_string);
-        step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+        step.finish_with(&outcome).await;
         outcome
     }
 }

@@ -48,11 +48,7 @@ pub async fn run(services: &Services, transcriber: &Result<Transcriber, String>,
     if chunk.transcript.is_some() || chunk.error.is_some() {
         return Ok(Done::Skipped("already transcribed or failed".into()));
     }
-    let ids = StatusIds {
-        conversation_id: Some(chunk.conversation_id.clone()),
-        conversation_chunk_id: Some(chunk.id.clone()),
-        ..Default::default()
-    };
+    let ids = StatusIds::for_chunk(&chunk);
     let provider = match services.settings.transcription.provider() {
         Ok(p) => p,
         Err(ConfigError::Missing(_)) => {
@@ -74,8 +70,7 @@ pub async fn run(services: &Services, transcriber: &Result<Transcriber, String>,
         Transcriber::Dembrane2509 { assemblyai: client, vertex } => assemblyai(services, client, Some(vertex), &chunk, &job).await,
         Transcriber::Runpod(_) => common::runpod::transcribe(services, &chunk).await,
     };
-    let reason = outcome.as_ref().err().map(ToString::to_string);
-    step.finish(reason.as_deref().map_or(Ok(()), Err)).await;
+    step.finish_with(&outcome).await;
     outcome
 }
 
@@ -101,16 +96,13 @@ async fn whisper(services: &Services, transcriber: &OpenAiTranscriber, chunk: &C
     let Some((language, project_prompt)) = project_inputs(services, chunk).await? else {
         return Ok(Done::Skipped("conversation is gone".into()));
     };
-    let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
-    let key = services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))?;
     let mut prompt =
         common::prompts::render("default_whisper_prompt", &language, context! {}).map_err(TaskError::terminal)?.trim().to_string();
     if let Some(extra) = project_prompt {
         prompt.push_str(&format!(" {extra}."));
     }
     let dir = TempDir::new().await.map_err(TaskError::transient)?;
-    let file = dir.path().join("chunk.mp3");
-    download(services, &key, &file).await?;
+    let file = download_audio(services, chunk, &dir).await?;
     // "multi" asks for detection, which Whisper does when no language is given.
     let language = (language != "multi").then_some(language);
     let text = transcriber.transcribe(&file, language.as_deref(), Some(&prompt)).await.map_err(provider_error)?;
@@ -118,9 +110,12 @@ async fn whisper(services: &Services, transcriber: &OpenAiTranscriber, chunk: &C
     write_transcript(services, chunk, text, None).await
 }
 
-async fn download(services: &Services, key: &str, file: &std::path::Path) -> Result<(), TaskError> {
-    match services.blob.download_to(key, file).await {
-        Ok(_) => Ok(()),
+/// The chunk's mp3, downloaded into `dir`.
+async fn download_audio(services: &Services, chunk: &Chunk, dir: &TempDir) -> Result<std::path::PathBuf, TaskError> {
+    let key = common::pipeline::audio_key(services, chunk)?;
+    let file = dir.path().join("chunk.mp3");
+    match services.blob.download_to(&key, &file).await {
+        Ok(_) => Ok(file),
         Err(BlobError::Other(reason)) if reason.contains("NoSuchKey") => Err(TaskError::terminal("the audio object does not exist")),
         Err(err) => Err(err.into()),
     }
@@ -128,11 +123,8 @@ async fn download(services: &Services, key: &str, file: &std::path::Path) -> Res
 
 /// The chunk's mp3, whole, for the correction pass (a piece is at most 15 MiB).
 async fn audio_bytes(services: &Services, chunk: &Chunk) -> Result<Vec<u8>, TaskError> {
-    let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
-    let key = services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))?;
     let dir = TempDir::new().await.map_err(TaskError::transient)?;
-    let file = dir.path().join("chunk.mp3");
-    download(services, &key, &file).await?;
+    let file = download_audio(services, chunk, &dir).await?;
     let bytes = tokio::fs::read(&file).await.map_err(TaskError::transient)?;
     dir.remove().await;
     Ok(bytes)
@@ -153,8 +145,7 @@ async fn assemblyai(
     let provider_job = match job.provider_job_id {
         Some(job) => job.to_string(),
         None => {
-            let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
-            let key = services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))?;
+            let key = common::pipeline::audio_key(services, chunk)?;
             let url = services.blob.presigned_get(&key, PROVIDER_URL_LIFETIME).await?;
             client.submit(&url, &language, &hotwords).await.map_err(provider_error)?
         }
