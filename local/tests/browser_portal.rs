@@ -216,7 +216,7 @@ async fn chromium_on_a_disallowed_origin_gets_nothing_and_creates_nothing() {
     assert!(!net.sent("POST", &initiate), "the browser sent the refused write: {:?}", net.requests);
     net.only_loopback();
 
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let conversations: i64 = db.query_row("SELECT count(*) FROM conversation", [], |row| row.get(0)).unwrap();
     assert_eq!(conversations, 0, "no conversation was created");
     assert!(app.published().is_empty(), "nothing was queued: {:?}", app.published());

@@ -93,7 +93,7 @@ async fn counts_transcript_and_token_count() {
         })
         .await
         .unwrap();
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     db.execute("UPDATE conversation_chunk SET error = 'Audio processing failed: corrupt' WHERE id = ?1", [&errored]).unwrap();
     app.text_chunk(&cid, 45, "").await;
 
@@ -359,7 +359,7 @@ async fn get_reply_errors_arrive_in_the_stream() {
     assert_eq!(reply("99999999-9999-4999-8999-999999999999".into()).await, wrong, "unknown conversation");
     llm.set(LlmBehaviour::Status(400, r#"{"error":{"code":"content_policy_violation","message":"no"}}"#.into()));
     assert_eq!(reply(cid.clone()).await, vec![('3', "CONTENT_POLICY_VIOLATION".to_string())]);
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     db.execute("UPDATE project SET is_get_reply_enabled = 0 WHERE id = ?1", [&project]).unwrap();
     llm.set(LlmBehaviour::Reply("<response>should not be asked</response>".into()));
     let asked = llm.request_count();
@@ -468,7 +468,7 @@ async fn health_stream_validates_and_sends_events() {
     let app = TestApp::start_with(|o| o.settings.runpod_diarization = true).await;
     let (_, cid) = app.owned_conversation(OWNER).await;
     let chunk = app.text_chunk(&cid, 0, "x").await;
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let now = common::datetime::format(&chrono::Utc::now());
     db.execute(
         "UPDATE conversation_chunk SET timestamp = ?2, noise_ratio = 0.7, silence_ratio = 0.1, cross_talk_instances = 0 WHERE id = ?1",

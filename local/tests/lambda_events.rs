@@ -81,7 +81,7 @@ async fn every_participant_event_reaches_its_route() {
     assert_eq!(chunks.len(), 2, "upload-text and upload-chunk left one chunk each");
 
     // The unsubscribe events name a fixed token; give the subscribed row that token.
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let changed = db
         .execute(
             "UPDATE project_report_notification_participants SET email_opt_out_token = ?1 WHERE email = 'ada@example.org'",
@@ -150,7 +150,7 @@ async fn dashboard_app(llm: &FakeLlm) -> TestApp {
         o.settings.llm.summary = slot;
     })
     .await;
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     db.execute("UPDATE project SET directus_user_id = ?1 WHERE id = ?2", [EVENTS_OWNER, PROJECT]).unwrap();
     create_event_conversation(&app).await;
     // The chunk the events name: real audio, made with ffmpeg.
@@ -179,7 +179,7 @@ async fn every_projects_event_reaches_its_route() {
     let llm = FakeLlm::start(LlmBehaviour::Reply("<article># Report</article>".into())).await;
     let app = dashboard_app(&llm).await;
     let router = || projects::router(projects::AppState::new(app.local.state.services.clone()));
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     db.execute("INSERT INTO project_analysis_run (id, project_id, created_at) VALUES ('run-1', ?1, '2025-10-16T12:00:00.000Z')", [PROJECT])
         .unwrap();
     for (file, expected) in [

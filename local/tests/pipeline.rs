@@ -85,7 +85,7 @@ async fn without_a_provider_chunks_stay_pending_and_say_so() {
     let conversation = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
     assert_eq!(conversation.is_finished, Some(true));
     assert_ne!(conversation.is_all_chunks_transcribed, Some(true));
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let message: String = db
         .query_row(
             "SELECT message FROM processing_status WHERE event = 'task_transcribe_chunk.skipped' AND conversation_chunk_id = ?1",

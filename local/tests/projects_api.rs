@@ -11,7 +11,7 @@ use support::*;
 const STRANGER: &str = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
 
 fn report_rows(app: &TestApp) -> i64 {
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     db.query_row("SELECT count(*) FROM project_report", [], |r| r.get(0)).unwrap()
 }
 
@@ -148,7 +148,7 @@ async fn library_and_views_queue_their_tasks() {
         (404, json!({"detail": "No analysis found for this project"}))
     );
     let run = uuid::Uuid::new_v4().to_string();
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     db.execute("INSERT INTO project_analysis_run (id, project_id, created_at) VALUES (?1, ?2, '2025-10-16T12:00:00.000Z')", [&run, &pid])
         .unwrap();
     assert_eq!(app.call(Method::POST, &view, Some(&owner), Some(json!({"query": "parking", "language": "nl"}))).await, (202, Value::Null));

@@ -45,7 +45,7 @@ async fn runpod_app(runpod: &FakeRunpod, adjust: impl FnOnce(&mut local::LocalOp
 async fn audio_chunk(app: &TestApp, conversation: &str, source: &str) -> String {
     let chunk = app.stored_chunk(conversation, "a.mp3", vec![7u8; 2048], chrono::Utc::now()).await;
     if source != "PORTAL_AUDIO" {
-        let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+        let db = app.db();
         db.execute("UPDATE conversation_chunk SET source = ?2 WHERE id = ?1", [&chunk.id, source]).unwrap();
     }
     chunk.id
@@ -53,6 +53,22 @@ async fn audio_chunk(app: &TestApp, conversation: &str, source: &str) -> String 
 
 async fn chunk(app: &TestApp, id: &str) -> common::store::Chunk {
     app.local.store.get_chunk(id).await.unwrap().unwrap()
+}
+
+/// echo-local with one portal chunk whose RunPod job (`job-1`) was submitted: (app, conversation,
+/// chunk).
+async fn submitted_chunk(runpod: &FakeRunpod) -> (TestApp, String, String) {
+    let app = runpod_app(runpod, |_| {}).await;
+    let cid = app.initiate().await;
+    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
+    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    (app, cid, id)
+}
+
+/// The poller's check of the chunk's current job.
+async fn check_of(app: &TestApp, id: &str) -> Task {
+    let status_link = chunk(app, id).await.runpod_job_status_link.unwrap();
+    Task::ProcessRunpodChunkResponse { chunk_id: id.to_string(), status_link }
 }
 
 fn webhook(app: &TestApp, query: &str) -> String {
@@ -102,10 +118,7 @@ async fn a_job_is_submitted_once_and_left_running() {
 #[tokio::test]
 async fn the_webhook_completes_the_chunk_only_with_the_secret() {
     let runpod = FakeRunpod::start().await;
-    let app = runpod_app(&runpod, |_| {}).await;
-    let cid = app.initiate().await;
-    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
-    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    let (app, cid, id) = submitted_chunk(&runpod).await;
     assert_eq!(app.post(&format!("/api/participant/conversations/{cid}/finish"), json!(null)).await.0, 200);
     app.local.run_tasks().await;
     runpod.complete("job-1", json!({"conversation_chunk_id": id, "joined_text": "A bench in the park.", "language": "en"}));
@@ -276,7 +289,7 @@ async fn the_poller_checks_every_pending_chunk_and_a_check_completes_it() {
     }
     let done = chunk(&app, &a).await;
     assert_eq!((done.transcript.as_deref(), done.error, done.runpod_job_status_link), (Some("A bench in the park."), None, None));
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let row: CompletionFields = db
         .query_row(
             "SELECT raw_transcript, hallucination_score, hallucination_reason, desired_language, detected_language, \
@@ -313,13 +326,9 @@ async fn the_poller_checks_every_pending_chunk_and_a_check_completes_it() {
 #[tokio::test]
 async fn a_job_runpod_no_longer_knows_is_submitted_again() {
     let runpod = FakeRunpod::start().await;
-    let app = runpod_app(&runpod, |_| {}).await;
-    let cid = app.initiate().await;
-    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
-    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    let (app, _, id) = submitted_chunk(&runpod).await;
     runpod.forget("job-1");
-    let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
-    let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: link };
+    let check = check_of(&app, &id).await;
     assert_eq!(app.local.network_worker.run(&check, &delivery()).await, Ok(Done::Completed));
     let c = chunk(&app, &id).await;
     assert_eq!((c.runpod_job_status_link.unwrap().ends_with("/status/job-2"), c.runpod_request_count), (true, 2));
@@ -329,13 +338,9 @@ async fn a_job_runpod_no_longer_knows_is_submitted_again() {
 #[tokio::test]
 async fn a_refused_status_request_submits_a_new_job_instead_of_failing_the_chunk() {
     let runpod = FakeRunpod::start().await;
-    let app = runpod_app(&runpod, |_| {}).await;
-    let cid = app.initiate().await;
-    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
-    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    let (app, _, id) = submitted_chunk(&runpod).await;
     runpod.state.lock().unwrap().status_failure = Some(400);
-    let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
-    let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: link };
+    let check = check_of(&app, &id).await;
     assert_eq!(app.local.network_worker.run(&check, &delivery()).await, Ok(Done::Completed));
     let c = chunk(&app, &id).await;
     assert_eq!((c.error, c.runpod_job_status_link.unwrap().ends_with("/status/job-2")), (None, true));
@@ -345,13 +350,9 @@ async fn a_refused_status_request_submits_a_new_job_instead_of_failing_the_chunk
 async fn a_job_runpod_failed_on_its_own_fails_its_chunk_and_stops_the_polling() {
     // RunPod's own failures carry no `output` with the chunk id; the check knows the chunk.
     let runpod = FakeRunpod::start().await;
-    let app = runpod_app(&runpod, |_| {}).await;
-    let cid = app.initiate().await;
-    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
-    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    let (app, _, id) = submitted_chunk(&runpod).await;
     runpod.set_status("job-1", "FAILED");
-    let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
-    let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: link };
+    let check = check_of(&app, &id).await;
     assert_eq!(app.local.network_worker.run(&check, &delivery()).await, Ok(Done::Completed));
     let c = chunk(&app, &id).await;
     assert_eq!((c.error.as_deref(), c.runpod_job_status_link), (Some("RunPod job failed: Unknown error"), None));
@@ -361,10 +362,7 @@ async fn a_job_runpod_failed_on_its_own_fails_its_chunk_and_stops_the_polling() 
 #[tokio::test]
 async fn a_check_on_a_chunk_that_failed_otherwise_only_stops_the_polling() {
     let runpod = FakeRunpod::start().await;
-    let app = runpod_app(&runpod, |_| {}).await;
-    let cid = app.initiate().await;
-    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
-    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    let (app, _, id) = submitted_chunk(&runpod).await;
     let link = chunk(&app, &id).await.runpod_job_status_link.unwrap();
     let error = common::store::ChunkPatch { error: Some("Transcription failed: gave up".into()), ..Default::default() };
     app.local.store.update_chunk(&id, error).await.unwrap();
@@ -391,10 +389,7 @@ impl QueueOps for NoOps {
 #[tokio::test]
 async fn a_runpod_outage_retries_the_message() {
     let runpod = FakeRunpod::start().await;
-    let app = runpod_app(&runpod, |_| {}).await;
-    let cid = app.initiate().await;
-    let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
-    app.local.network_worker.run(&transcribe(&id, &cid), &delivery()).await.unwrap();
+    let (app, cid, id) = submitted_chunk(&runpod).await;
     let before = chunk(&app, &id).await;
     runpod.state.lock().unwrap().status_failure = Some(503);
     let check = Task::ProcessRunpodChunkResponse { chunk_id: id.clone(), status_link: before.runpod_job_status_link.clone().unwrap() };

@@ -26,7 +26,7 @@ async fn tone_chunk(app: &TestApp, cid: &str, seconds: f64, args: &[&str], file:
 
 /// The chunk's `diarization` column as stored (the Store does not read it back).
 fn stored_diarization(app: &TestApp, chunk: &str) -> Option<serde_json::Value> {
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let text: Option<String> = db.query_row("SELECT diarization FROM conversation_chunk WHERE id = ?1", [chunk], |r| r.get(0)).unwrap();
     text.map(|t| serde_json::from_str(&t).unwrap())
 }
@@ -187,7 +187,7 @@ async fn poison_messages_are_acknowledged_and_recorded() {
     assert_eq!(dead[3].1, "unsupported or corrupt audio");
     let chunk = app.local.store.get_chunk(&corrupt).await.unwrap().unwrap();
     assert_eq!(chunk.error.as_deref(), Some("Audio processing failed: unsupported or corrupt audio"));
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let failed: i64 = db
         .query_row(
             "SELECT count(*) FROM processing_status WHERE event = 'task_process_conversation_chunk.split_audio_chunk.failed' AND conversation_chunk_id = ?1",
@@ -290,7 +290,7 @@ async fn diarization_feeds_the_health_stream() {
     assert_eq!(asked.lock().unwrap()[0]["input"]["language"], "en");
     assert!(asked.lock().unwrap()[0]["input"]["audio"].as_str().unwrap().contains("X-Amz-Signature"));
 
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let now = common::datetime::format(&chrono::Utc::now());
     db.execute("UPDATE conversation_chunk SET timestamp = ?2 WHERE id = ?1", [&chunk, &now]).unwrap();
     let mut res = app.client.get(app.url(&format!("/api/conversations/health/stream?conversation_ids={cid}"))).send().await.unwrap();
@@ -413,6 +413,15 @@ impl FakeTopicModeler {
         FakeTopicModeler { url, jobs, status }
     }
 
+    /// echo-local with this topic modeler configured.
+    async fn app(&self) -> TestApp {
+        TestApp::start_with(|o| {
+            o.settings.topic_modeler.url = Some(self.url.clone());
+            o.settings.topic_modeler.api_key = Some("tm-key".into());
+        })
+        .await
+    }
+
     fn answer(&self, code: u16) {
         self.status.store(code, std::sync::atomic::Ordering::SeqCst);
     }
@@ -425,14 +434,9 @@ impl FakeTopicModeler {
 #[tokio::test]
 async fn a_library_starts_each_view_once_with_every_segment_of_the_project() {
     let modeler = FakeTopicModeler::start().await;
-    let url = modeler.url.clone();
-    let app = TestApp::start_with(|o| {
-        o.settings.topic_modeler.url = Some(url);
-        o.settings.topic_modeler.api_key = Some("tm-key".into());
-    })
-    .await;
+    let app = modeler.app().await;
     let network = app.local.network_worker.clone();
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let (first, second) = (app.initiate().await, app.initiate().await);
     let other = app
         .local
@@ -514,14 +518,9 @@ async fn a_library_starts_each_view_once_with_every_segment_of_the_project() {
 #[tokio::test]
 async fn library_tasks_skip_what_is_gone_and_refuse_without_a_topic_modeler() {
     let modeler = FakeTopicModeler::start().await;
-    let url = modeler.url.clone();
-    let app = TestApp::start_with(|o| {
-        o.settings.topic_modeler.url = Some(url);
-        o.settings.topic_modeler.api_key = Some("tm-key".into());
-    })
-    .await;
+    let app = modeler.app().await;
     let network = app.local.network_worker.clone();
-    let db = rusqlite::Connection::open(app.dir.path().join("echo.sqlite3")).unwrap();
+    let db = app.db();
     let run = uuid::Uuid::new_v4().to_string();
     let missing = uuid::Uuid::new_v4().to_string();
     let library = Task::CreateProjectLibrary { project_id: missing.clone(), language: "en".into(), project_analysis_run_id: run.clone() };
@@ -555,7 +554,7 @@ async fn library_tasks_skip_what_is_gone_and_refuse_without_a_topic_modeler() {
     assert!(modeler.jobs().is_empty());
 
     let unconfigured = TestApp::start().await;
-    let db = rusqlite::Connection::open(unconfigured.dir.path().join("echo.sqlite3")).unwrap();
+    let db = unconfigured.db();
     db.execute(
         "INSERT INTO project_analysis_run (id, project_id, created_at) VALUES (?1, ?2, '2025-10-16T12:00:00.000Z')",
         [&run, PROJECT],
@@ -592,19 +591,24 @@ async fn finished_assemblyai(text: &'static str) -> (String, std::sync::Arc<std:
     (base, submits)
 }
 
-#[tokio::test]
-async fn dembrane_25_09_corrects_assemblyai_with_gemini_hearing_the_audio() {
-    let (assemblyai, submits) = finished_assemblyai("we met at the bark").await;
-    let google = support::google::FakeGoogle::start().await;
+/// echo-local transcribing with Dembrane-25-09 against the fake AssemblyAI and Google.
+async fn dembrane_app(assemblyai: String, google: &support::google::FakeGoogle) -> TestApp {
     let (account, vertex) = (google.service_account_json(), google.base.clone());
-    let app = TestApp::start_with(|o| {
+    TestApp::start_with(|o| {
         o.settings.transcription.provider_name = Some("Dembrane-25-09".into());
         o.settings.transcription.assemblyai_base_url = assemblyai;
         o.settings.transcription.assemblyai_api_key = Some("aai-key".into());
         o.settings.transcription.gcp_sa_json = Some(account);
         o.settings.transcription.vertex_api_base = Some(vertex);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn dembrane_25_09_corrects_assemblyai_with_gemini_hearing_the_audio() {
+    let (assemblyai, submits) = finished_assemblyai("we met at the bark").await;
+    let google = support::google::FakeGoogle::start().await;
+    let app = dembrane_app(assemblyai, &google).await;
     let network = app.local.network_worker.clone();
     let cid = app.initiate().await;
     let chunk = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "a.mp3").await;
@@ -655,15 +659,7 @@ async fn dembrane_25_09_corrects_assemblyai_with_gemini_hearing_the_audio() {
 async fn dembrane_25_09_stores_silence_as_nothing_to_transcribe_and_refusals_are_final() {
     let (assemblyai, _) = finished_assemblyai("").await;
     let google = support::google::FakeGoogle::start().await;
-    let (account, vertex) = (google.service_account_json(), google.base.clone());
-    let app = TestApp::start_with(|o| {
-        o.settings.transcription.provider_name = Some("Dembrane-25-09".into());
-        o.settings.transcription.assemblyai_base_url = assemblyai;
-        o.settings.transcription.assemblyai_api_key = Some("aai-key".into());
-        o.settings.transcription.gcp_sa_json = Some(account);
-        o.settings.transcription.vertex_api_base = Some(vertex);
-    })
-    .await;
+    let app = dembrane_app(assemblyai, &google).await;
     let cid = app.initiate().await;
     let transcribe = |chunk: &str| Task::TranscribeChunk {
         conversation_chunk_id: chunk.to_string(),

@@ -90,6 +90,11 @@ impl TestApp {
         (res.status().as_u16(), res.text().await.unwrap())
     }
 
+    /// The SQLite file behind the store, for rows the Store does not write or read.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("echo.sqlite3")).unwrap()
+    }
+
     pub fn published(&self) -> Vec<Value> {
         self.local.queue.snapshot().iter().map(|m| serde_json::from_str(&m.body).unwrap()).collect()
     }
