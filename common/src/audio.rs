@@ -183,6 +183,36 @@ pub async fn generate_tone(output: &Path, seconds: f64, frequency: u32, codec_ar
     ffmpeg(cmd).await
 }
 
+/// A uniquely named directory under the system temp dir, created and removed off the tokio
+/// workers.
+pub struct TempDir(Option<tempfile::TempDir>);
+
+impl TempDir {
+    pub async fn new() -> std::io::Result<Self> {
+        let dir = crate::offload(tempfile::tempdir).await.map_err(std::io::Error::other)??;
+        Ok(TempDir(Some(dir)))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("present until removed").path()
+    }
+
+    pub async fn remove(mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = crate::offload(move || dir.close()).await;
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // An early return skipped `remove`: clean up without blocking this thread.
+        if let Some(dir) = self.0.take() {
+            tokio::task::spawn_blocking(move || drop(dir));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

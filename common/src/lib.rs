@@ -1,32 +1,24 @@
-//! What two or more echo-lambda functions share (see ARCHITECTURE.md).
+//! What two or more echo-lambda functions share, in wings (docs/architecture.md is the map):
+//! `web` the HTTP edge, `queue` the task contract and its runners, `providers` the external
+//! APIs, `flows` the workflows an endpoint and a task share; `store` and `blob` the data; the
+//! base modules at this level.
 
-pub mod access;
 pub mod audio;
-pub mod auth;
 pub mod blob;
-pub mod cleanup;
 pub mod config;
 pub mod datetime;
-pub mod error;
-pub mod http;
-pub mod llm;
-pub mod merge;
+pub mod dependency;
+pub mod flows;
 pub mod offload;
-pub mod openapi;
-pub mod pipeline;
-pub mod prompts;
-pub mod rag;
-pub mod runpod;
+pub mod providers;
+pub mod queue;
 pub mod secrets;
 pub mod services;
 pub mod store;
-pub mod summary;
-pub mod tasks;
-pub mod tokens;
-pub mod transcribe;
-pub mod vertex;
-pub mod worker;
+pub mod telemetry;
+pub mod web;
 
-pub use error::{ApiError, Dependency};
+pub use dependency::Dependency;
 pub use offload::offload;
 pub use services::Services;
+pub use web::error::ApiError;

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::auth::AuthConfig;
 use crate::blob::Blob;
 use crate::config::Settings;
+use crate::queue::SharedPublisher;
 use crate::store::SharedStore;
-use crate::tasks::SharedPublisher;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -32,19 +31,8 @@ impl Services {
     pub async fn connect(settings: Arc<Settings>) -> Result<Self, BoxError> {
         let store = crate::store::connect(&settings).await?;
         let blob = Blob::connect(&settings.s3).await?;
-        let tasks = crate::tasks::connect_sqs(&settings).await?;
+        let tasks = crate::queue::sqs::connect_sqs(&settings).await?;
         Ok(Services { store, blob, tasks, settings })
-    }
-}
-
-/// Every function's state derefs to `Services`, which knows how sessions are checked.
-impl<T: std::ops::Deref<Target = Services>> AuthConfig for T {
-    fn directus_secret(&self) -> Option<&str> {
-        self.settings.auth.directus_secret.as_deref()
-    }
-
-    fn session_cookie_name(&self) -> &str {
-        &self.settings.auth.session_cookie_name
     }
 }
 

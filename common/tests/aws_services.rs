@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::tasks::{SqsPublisher, Task, TaskMessage, TaskPublisher};
+use common::queue::sqs::SqsPublisher;
+use common::queue::{Task, TaskMessage, TaskPublisher};
 
 struct Moto(Child);
 
@@ -158,16 +159,20 @@ struct FlakyRunner {
 }
 
 #[async_trait::async_trait]
-impl common::worker::TaskRunner for FlakyRunner {
-    fn queue(&self) -> common::tasks::Queue {
-        common::tasks::Queue::Network
+impl common::queue::worker::TaskRunner for FlakyRunner {
+    fn queue(&self) -> common::queue::Queue {
+        common::queue::Queue::Network
     }
 
-    async fn run(&self, task: &Task, delivery: &common::worker::Delivery) -> Result<common::worker::Done, common::worker::TaskError> {
+    async fn run(
+        &self,
+        task: &Task,
+        delivery: &common::queue::worker::Delivery,
+    ) -> Result<common::queue::worker::Done, common::queue::worker::TaskError> {
         self.attempts.lock().unwrap().push((task.name().to_string(), delivery.receive_count));
         match task {
-            Task::FinishConversationHook { .. } => Ok(common::worker::Done::Completed),
-            _ => Err(common::worker::TaskError::transient("the store is unreachable")),
+            Task::FinishConversationHook { .. } => Ok(common::queue::worker::Done::Completed),
+            _ => Err(common::queue::worker::TaskError::transient("the store is unreachable")),
         }
     }
 
@@ -177,10 +182,10 @@ impl common::worker::TaskRunner for FlakyRunner {
 }
 
 /// Retries at once instead of after SQS's backoff, so the test takes seconds.
-struct ImmediateRetry(common::worker::SqsQueueOps);
+struct ImmediateRetry(common::queue::sqs::SqsQueueOps);
 
 #[async_trait::async_trait]
-impl common::worker::QueueOps for ImmediateRetry {
+impl common::queue::worker::QueueOps for ImmediateRetry {
     async fn dead_letter(&self, body: &str, task: &str, error: &str) -> Result<(), String> {
         self.0.dead_letter(body, task, error).await
     }
@@ -191,7 +196,7 @@ impl common::worker::QueueOps for ImmediateRetry {
 
 #[tokio::test]
 async fn a_worker_retries_failed_records_and_dead_letters_them_after_the_last_attempt() {
-    use common::worker::TaskRunner;
+    use common::queue::worker::TaskRunner;
     let (_moto, endpoint) = start_moto();
     let creds = aws_credential_types::Credentials::new("test", "test", None, None, "test");
     let client = SqsPublisher::client("us-east-1", Some(&endpoint), Some(creds)).await;
@@ -227,17 +232,17 @@ async fn a_worker_retries_failed_records_and_dead_letters_them_after_the_last_at
     client.send_message().queue_url(&queue).message_body("{not json").send().await.unwrap();
 
     let runner = FlakyRunner { attempts: Default::default(), given_up: Default::default() };
-    let ops = ImmediateRetry(common::worker::SqsQueueOps { client: client.clone(), queue_url: queue.clone(), dlq_url: dlq.clone() });
+    let ops = ImmediateRetry(common::queue::sqs::SqsQueueOps { client: client.clone(), queue_url: queue.clone(), dlq_url: dlq.clone() });
     let started = Instant::now();
     // The receive loop: what Lambda's event source mapping does with the worker's answers.
     loop {
         assert!(started.elapsed() < Duration::from_secs(30), "the queue did not drain: {:?}", runner.attempts.lock().unwrap());
-        let received = common::worker::poll_sqs_once(&runner, &ops, &client, &queue, max_attempts, Duration::ZERO).await.unwrap();
+        let received = common::queue::sqs::poll_sqs_once(&runner, &ops, &client, &queue, max_attempts, Duration::ZERO).await.unwrap();
         if received == 0 && runner.attempts.lock().unwrap().len() > max_attempts as usize {
             break;
         }
     }
-    assert_eq!(runner.queue(), common::tasks::Queue::Network);
+    assert_eq!(runner.queue(), common::queue::Queue::Network);
     let attempts = runner.attempts.lock().unwrap().clone();
     assert_eq!(attempts.iter().filter(|(t, _)| t == "task_finish_conversation_hook").count(), 1, "a success runs once: {attempts:?}");
     let flaky: Vec<u32> = attempts.iter().filter(|(t, _)| t == "task_summarize_conversation").map(|(_, n)| *n).collect();

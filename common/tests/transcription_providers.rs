@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use common::transcribe::{AssemblyAi, AssemblyAiStatus, OpenAiTranscriber, RunPod, RunPodInput, RunPodJobState, TranscribeError};
+use common::providers::transcription::{
+    AssemblyAi, AssemblyAiStatus, OpenAiTranscriber, RunPod, RunPodInput, RunPodJobState, TranscribeError,
+};
 
 #[derive(Debug, Clone)]
 struct FormPart {
@@ -485,7 +487,7 @@ async fn runpod_submits_and_reads_the_status_link() {
     let fake = fake_runpod().await;
     let runpod = RunPod::new("rp-key");
     let base = format!("{}/v2/whisper-priority/", fake.base);
-    let webhook = common::transcribe::runpod_webhook_url("https://echo.example/api", "s3cret");
+    let webhook = common::providers::transcription::runpod_webhook_url("https://echo.example/api", "s3cret");
     let job = runpod.submit(&base, &runpod_input(), Some(&webhook)).await.unwrap();
     assert_eq!(job.id, "job-1");
     assert_eq!(job.status_link, format!("{}/v2/whisper-priority/status/job-1", fake.base), "the endpoint that accepted the job");
@@ -514,7 +516,7 @@ async fn runpod_submits_and_reads_the_status_link() {
     assert_eq!(done.payload["status"], "COMPLETED");
     assert_eq!(done.payload["output"]["conversation_chunk_id"], "chunk-1");
     assert_eq!(done.payload["output"]["joined_text"], "Good morning everyone.");
-    assert_eq!(common::transcribe::runpod_job_id(&job.status_link), Some(done.payload["id"].as_str().unwrap()));
+    assert_eq!(common::providers::transcription::runpod_job_id(&job.status_link), Some(done.payload["id"].as_str().unwrap()));
 
     let status = &fake.seen()[1];
     assert_eq!((status.method.as_str(), status.path.as_str()), ("GET", "/v2/whisper-priority/status/job-1"));

@@ -83,8 +83,8 @@ fn bare_convert(input: &Path, output: &Path) -> Duration {
 }
 
 async fn process_chunk(app: &Local, chunk_id: &str) -> Duration {
-    use common::worker::{Delivery, Done, TaskRunner};
-    let task = common::tasks::Task::ProcessConversationChunk { chunk_id: chunk_id.into(), use_pii_redaction: false };
+    use common::queue::worker::{Delivery, Done, TaskRunner};
+    let task = common::queue::Task::ProcessConversationChunk { chunk_id: chunk_id.into(), use_pii_redaction: false };
     let delivery = Delivery { message_id: "bench".into(), receive_count: 1, max_attempts: 5, deadline: None };
     let t = Instant::now();
     assert_eq!(app.audio_worker.run(&task, &delivery).await, Ok(Done::Completed));
@@ -122,7 +122,7 @@ fn main() {
         for _ in 0..RUNS {
             let cid = conversation_with(&app, &fixtures).await;
             let t = Instant::now();
-            let merged = common::merge::merge_conversation(&app.state.services, &cid).await.unwrap();
+            let merged = common::flows::merge::merge_conversation(&app.state.services, &cid).await.unwrap();
             routine.push(t.elapsed());
             assert!(merged.duration > 0.0);
             bare.push(bare_ffmpeg(&fixtures, &dir.path().join("bare.mp3")));
@@ -142,7 +142,7 @@ fn main() {
         std::fs::write("/proc/self/clear_refs", "5").unwrap();
         let before = status_kib("VmRSS:");
         let t = Instant::now();
-        let merged = common::merge::merge_conversation(&app.state.services, &cid).await.unwrap();
+        let merged = common::flows::merge::merge_conversation(&app.state.services, &cid).await.unwrap();
         let took = t.elapsed();
         let peak = status_kib("VmHWM:");
         println!("merge of one {:.0} MB input ({:.0} s of audio) in {:.1} s", size as f64 / 1e6, merged.duration, took.as_secs_f64());

@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use common::http::CorsPolicy;
+use common::web::http::CorsPolicy;
 use s3s::auth::SimpleAuth;
 use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::S3ServiceBuilder;
@@ -36,5 +36,5 @@ pub async fn router(s3: EmbeddedS3) -> anyhow::Result<Router> {
         tracing::error!(?err, "embedded S3 failed a request");
         (StatusCode::INTERNAL_SERVER_ERROR, "embedded S3 error").into_response()
     });
-    Ok(Router::new().fallback_service(service).layer(axum::middleware::from_fn_with_state(s3.cors, common::http::cors)))
+    Ok(Router::new().fallback_service(service).layer(axum::middleware::from_fn_with_state(s3.cors, common::web::http::cors)))
 }

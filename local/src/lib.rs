@@ -10,10 +10,10 @@ use anyhow::Context;
 use axum::Router;
 use common::blob::Blob;
 use common::config::{Settings, StoreSettings};
-use common::http::CorsPolicy;
 use common::offload::OffloadPool;
+use common::queue::in_process::InProcessQueue;
 use common::store::{NewProject, SharedStore, SqliteStore, Store};
-use common::tasks::InProcessQueue;
+use common::web::http::CorsPolicy;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -112,7 +112,7 @@ impl Drop for Local {
 
 /// The OpenAPI document of every function's routes, from the same annotations the routers use.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    common::openapi::document([participant::openapi(), conversations::openapi(), projects::openapi(), stateless::openapi()])
+    common::web::openapi::document([participant::openapi(), conversations::openapi(), projects::openapi(), stateless::openapi()])
 }
 
 /// The API: every function's routes on one router, and `GET /api/openapi.json`.
@@ -124,7 +124,7 @@ pub fn api_router(services: common::Services) -> Router {
         .merge(projects::routes(projects::AppState::new(services.clone())))
         .merge(stateless::routes(stateless::AppState::new(services)))
         .route("/api/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }));
-    common::http::api_app(routes, &settings)
+    common::web::http::api_app(routes, &settings)
 }
 
 pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {

@@ -3,7 +3,7 @@ use local::{DEMO_PROJECT_ID, DEMO_TAG_ID, LocalOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::http::init_tracing();
+    common::telemetry::init_tracing();
     let options = LocalOptions::from_env(Settings::from_env()?)?;
     let data_dir = options.data_dir.clone();
     let running = local::start(options).await?;

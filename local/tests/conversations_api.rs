@@ -31,9 +31,9 @@ async fn every_endpoint_checks_the_session_and_the_owner() {
     ];
     let (stranger, expired) = (token(STRANGER, false), {
         let exp = chrono::Utc::now().timestamp() - 5;
-        common::auth::sign(&json!({"id": OWNER, "exp": exp}), JWT_SECRET)
+        common::web::auth::sign(&json!({"id": OWNER, "exp": exp}), JWT_SECRET)
     });
-    let forged = common::auth::sign(&json!({"id": OWNER, "admin_access": true}), "not-the-secret");
+    let forged = common::web::auth::sign(&json!({"id": OWNER, "admin_access": true}), "not-the-secret");
     let unknown = "99999999-9999-4999-8999-999999999999";
     for (method, path, body) in &endpoints {
         let invalid = (401, json!({"detail": "Invalid session"}));
@@ -428,15 +428,15 @@ async fn delete_queues_the_artifacts_then_deletes() {
     audio_chunk(&app, &keep, 0, "mp3.mp3").await;
     let services = app.local.state.services.clone();
     assert_eq!(
-        common::cleanup::delete_conversation_artifacts(&services, None, &cid, &[]).await.unwrap(),
-        common::cleanup::Cleanup::StillReferenced,
+        common::flows::cleanup::delete_conversation_artifacts(&services, None, &cid, &[]).await.unwrap(),
+        common::flows::cleanup::Cleanup::StillReferenced,
         "nothing is removed while the conversation exists"
     );
     let objects_of = |id: String| {
         let services = services.clone();
         async move {
             let mut n = 0;
-            for prefix in common::cleanup::conversation_prefixes(&id) {
+            for prefix in common::flows::cleanup::conversation_prefixes(&id) {
                 n += services.blob.list(&prefix).await.unwrap().len();
             }
             n
@@ -457,8 +457,8 @@ async fn delete_queues_the_artifacts_then_deletes() {
     assert_eq!(app.call(Method::DELETE, &format!("/api/conversations/{cid}"), Some(&owner), None).await.0, 404);
 
     // What the deletion task then does: every object under the conversation's prefixes, only.
-    let done = common::cleanup::delete_conversation_artifacts(&services, None, &cid, &[]).await.unwrap();
-    assert_eq!(done, common::cleanup::Cleanup::Done { objects: 2 });
+    let done = common::flows::cleanup::delete_conversation_artifacts(&services, None, &cid, &[]).await.unwrap();
+    assert_eq!(done, common::flows::cleanup::Cleanup::Done { objects: 2 });
     assert_eq!(objects_of(cid.clone()).await, 0);
     assert_eq!(objects_of(keep).await, 1, "another conversation's audio stays");
 }

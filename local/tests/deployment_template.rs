@@ -566,7 +566,7 @@ fn streaming_groups_stream_every_route() {
 
 #[test]
 fn schedules_send_the_scheduled_task_messages() {
-    use common::tasks::{Task, TaskMessage};
+    use common::queue::{Task, TaskMessage};
     let t = Template::load();
     let mut inputs = Vec::new();
     for (name, function) in t.functions() {

@@ -41,18 +41,18 @@ async fn the_participant_api_answers_503_when_directus_is_down() {
 
 #[tokio::test]
 async fn a_worker_reports_a_directus_outage_as_a_transient_batch_failure() {
-    use common::worker::TaskRunner;
+    use common::queue::worker::TaskRunner;
     let app = app_on_unreachable_directus().await;
     let worker = app.local.network_worker.clone();
-    assert_eq!(worker.queue(), common::tasks::Queue::Network);
+    assert_eq!(worker.queue(), common::queue::Queue::Network);
     let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-    let task = common::tasks::Task::FinishConversationHook { conversation_id: uuid::Uuid::new_v4().to_string() };
+    let task = common::queue::Task::FinishConversationHook { conversation_id: uuid::Uuid::new_v4().to_string() };
     let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
     record.message_id = Some("finish-1".into());
-    record.body = Some(common::tasks::TaskMessage::new(task).to_json());
+    record.body = Some(common::queue::TaskMessage::new(task).to_json());
     record.attributes.insert("ApproximateReceiveCount".into(), "1".into());
     event.records.push(record);
-    let response = common::worker::handle_batch(worker.as_ref(), &NoDeadLetters, event, 5, None).await;
+    let response = common::queue::worker::handle_batch(worker.as_ref(), &NoDeadLetters, event, 5, None).await;
     let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
     assert_eq!(failed, vec!["finish-1".to_string()], "retried later, not dropped");
     assert!(app.published().is_empty(), "no follow-up was queued: nothing half-done");
@@ -61,7 +61,7 @@ async fn a_worker_reports_a_directus_outage_as_a_transient_batch_failure() {
 struct NoDeadLetters;
 
 #[async_trait::async_trait]
-impl common::worker::QueueOps for NoDeadLetters {
+impl common::queue::worker::QueueOps for NoDeadLetters {
     async fn dead_letter(&self, _body: &str, task: &str, error: &str) -> Result<(), String> {
         panic!("{task} was dead-lettered: {error}");
     }

@@ -1,13 +1,13 @@
 //! Directus's own session tokens work with echo-lambda (spec/api.md §1.2): `/auth/login` in JSON
 //! mode (access token) and in session mode (the `directus_session_token` cookie), for the admin and
-//! for a user without admin access, verify with `common::auth::verify` and the same SECRET, and a
+//! for a user without admin access, verify with `common::web::auth::verify` and the same SECRET, and a
 //! conversations endpoint accepts them from the project's owner and refuses everyone else.
 //! Needs the Directus `scripts/test.sh` starts (`DIRECTUS_TEST_*`).
 
 mod support;
 
-use common::auth::{AuthError, Session, verify};
 use common::config::StoreSettings;
+use common::web::auth::{AuthError, Session, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::directus::{directus, now};

@@ -232,7 +232,7 @@ async fn every_conversations_event_reaches_its_route() {
 struct RecordedDeadLetters(std::sync::Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
-impl common::worker::QueueOps for RecordedDeadLetters {
+impl common::queue::worker::QueueOps for RecordedDeadLetters {
     async fn dead_letter(&self, _body: &str, task: &str, _error: &str) -> Result<(), String> {
         self.0.lock().unwrap().push(task.to_string());
         Ok(())
@@ -248,9 +248,9 @@ async fn deliver(app: &TestApp, file: &str, dead: &RecordedDeadLetters) -> Vec<S
     let event: aws_lambda_events::event::sqs::SqsEvent =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file} does not parse as an SQS event: {e}"));
     let arn = event.records[0].event_source_arn.clone().unwrap();
-    let runner: &dyn common::worker::TaskRunner =
+    let runner: &dyn common::queue::worker::TaskRunner =
         if arn.ends_with("-audio") { app.local.audio_worker.as_ref() } else { app.local.network_worker.as_ref() };
-    let response = common::worker::handle_batch(runner, dead, event, 5, None).await;
+    let response = common::queue::worker::handle_batch(runner, dead, event, 5, None).await;
     response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
 }
 

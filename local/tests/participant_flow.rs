@@ -361,8 +361,8 @@ async fn deleting_a_chunk_schedules_its_objects_then_removes_the_row() {
     let keys: Vec<String> = serde_json::from_value(msg["args"]["keys"].clone()).unwrap();
     let prefixes: Vec<String> = serde_json::from_value(msg["args"]["prefixes"].clone()).unwrap();
     let services = app.local.state.services.clone();
-    let done = common::cleanup::delete_storage_objects(&services, &keys, &prefixes, Some(chunk_id)).await.unwrap();
-    assert_eq!(done, common::cleanup::Cleanup::Done { objects: 1 });
+    let done = common::flows::cleanup::delete_storage_objects(&services, &keys, &prefixes, Some(chunk_id)).await.unwrap();
+    assert_eq!(done, common::flows::cleanup::Cleanup::Done { objects: 1 });
     assert_eq!(app.local.state.blob.head(&key).await.unwrap(), None);
 }
 
@@ -487,10 +487,10 @@ async fn a_queue_outage_is_503_and_deletes_nothing() {
     assert_eq!(status, 200);
     // The same store and storage, but tasks go to an SQS endpoint where nothing listens.
     let creds = aws_credential_types::Credentials::new("k", "s", None, None, "test");
-    let client = common::tasks::SqsPublisher::client("us-east-1", Some("http://127.0.0.1:9"), Some(creds)).await;
+    let client = common::queue::sqs::SqsPublisher::client("us-east-1", Some("http://127.0.0.1:9"), Some(creds)).await;
     let queue = "http://127.0.0.1:9/000000000000/q".to_string();
     let mut state = app.local.state.clone();
-    state.services.tasks = std::sync::Arc::new(common::tasks::SqsPublisher::new(client, queue.clone(), queue));
+    state.services.tasks = std::sync::Arc::new(common::queue::sqs::SqsPublisher::new(client, queue.clone(), queue));
     let router = participant::router(state);
     let call =
         |method: &str, path: String| axum::http::Request::builder().method(method).uri(path).body(axum::body::Body::empty()).unwrap();

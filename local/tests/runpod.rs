@@ -8,9 +8,9 @@ mod support;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use common::queue::worker::{Delivery, Done, QueueOps, TaskRunner};
+use common::queue::{Task, TaskMessage};
 use common::store::ChunkOrder;
-use common::tasks::{Task, TaskMessage};
-use common::worker::{Delivery, Done, QueueOps, TaskRunner};
 use serde_json::{Value, json};
 use support::*;
 
@@ -241,7 +241,7 @@ async fn the_request_limit_ends_in_an_error_instead_of_another_job() {
     runpod.set_status("job-1", "TIMED_OUT");
     assert!(matches!(network.run(&transcribe(&id, &cid), &delivery()).await, Ok(Done::Skipped(_))));
     let c = chunk(&app, &id).await;
-    assert_eq!((c.error.as_deref(), c.runpod_job_status_link), (Some(common::runpod::REQUEST_LIMIT_ERROR), None));
+    assert_eq!((c.error.as_deref(), c.runpod_job_status_link), (Some(network_worker::REQUEST_LIMIT_ERROR), None));
     assert_eq!(runpod.runs().len(), 1, "no second submission");
 }
 
@@ -402,7 +402,7 @@ async fn a_runpod_outage_retries_the_message() {
         record.attributes.insert("ApproximateReceiveCount".into(), "1".into());
         event.records.push(record);
     }
-    let response = common::worker::handle_batch(app.local.network_worker.as_ref(), &NoOps, event, 5, None).await;
+    let response = common::queue::worker::handle_batch(app.local.network_worker.as_ref(), &NoOps, event, 5, None).await;
     let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
     assert_eq!(failed, ["check", "transcribe"], "both retried later");
     assert_eq!(chunk(&app, &id).await, before, "nothing recorded for a transient failure");
@@ -431,7 +431,7 @@ async fn a_recording_is_transcribed_by_runpod_through_the_webhook_end_to_end() {
     loop {
         // A webhook that beat the stored link is ignored; the scheduled poller is the backstop.
         if !polled && started.elapsed() > Duration::from_secs(5) {
-            use common::tasks::TaskPublisher;
+            use common::queue::TaskPublisher;
             app.local.queue.publish(Task::UpdateRunpodTranscriptionResponse {}, Duration::ZERO).await.unwrap();
             polled = true;
         }

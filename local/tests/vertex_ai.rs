@@ -5,7 +5,7 @@ mod support;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::vertex::{Part, ServiceAccount, VertexClient, VertexError};
+use common::providers::vertex::{Part, ServiceAccount, VertexClient, VertexError};
 use serde_json::{Value, json};
 use support::google::{FakeGoogle, rsa_key};
 

@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use common::queue::worker::{Delivery, Done, QueueOps, TaskError, TaskRunner, handle_batch};
+use common::queue::{Task, TaskMessage};
 use common::store::ChunkOrder;
-use common::tasks::{Task, TaskMessage};
-use common::worker::{Delivery, Done, QueueOps, TaskError, TaskRunner, handle_batch};
 use serde_json::json;
 use support::*;
 
@@ -235,7 +235,7 @@ async fn echo_local_shows_what_its_queue_gave_up_on() {
     let app = TestApp::start().await;
     let cid = app.initiate().await;
     let chunk = app.stored_chunk(&cid, "junk.webm", vec![0x42u8; 4096], chrono::Utc::now()).await.id;
-    use common::tasks::TaskPublisher;
+    use common::queue::TaskPublisher;
     app.local.queue.publish(Task::ProcessConversationChunk { chunk_id: chunk, use_pii_redaction: false }, Duration::ZERO).await.unwrap();
     app.local.run_tasks().await;
     let (status, view) = app.get("/_local/queue").await;

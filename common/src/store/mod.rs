@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Dependency;
+use crate::Dependency;
 
 pub mod directus;
 pub mod sqlite;
@@ -31,6 +31,11 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Whether `id` can be a key of a collection with UUID keys; other ids are never looked up (D17).
+pub fn is_uuid(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok()
+}
 
 /// `project`, with its tags when the operation says so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::Services;
+use common::audio::TempDir;
 use common::audio::{self, AudioError};
-use common::merge::TempDir;
-use common::pipeline::{StatusIds, StatusStep, record_chunk_failure};
+use common::flows::pipeline::{StatusIds, StatusStep, record_chunk_failure};
+use common::queue::Task;
+use common::queue::worker::{Delivery, Done, TaskError};
 use common::store::{Chunk, ChunkPatch, NewChunk, StoreError};
-use common::tasks::Task;
-use common::worker::{Delivery, Done, TaskError};
 
 pub const SPLIT_BYTES: u64 = 15 * 1024 * 1024;
 const MIN_BYTES: u64 = 1024;

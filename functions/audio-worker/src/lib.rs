@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use common::Services;
-use common::tasks::{Queue, Task};
-use common::worker::{Delivery, Done, TaskError, TaskRunner};
+use common::queue::worker::{Delivery, Done, TaskError, TaskRunner};
+use common::queue::{Queue, Task};
 
 mod chunk;
 
@@ -43,8 +43,8 @@ impl TaskRunner for AudioWorker {
 
 /// `task_merge_conversation_chunks`: the merge routine; nothing to merge is a skip (D52).
 async fn merge(services: &Services, conversation_id: &str) -> Result<Done, TaskError> {
-    use common::merge::{MergeError, merge_conversation};
-    use common::pipeline::{StatusIds, StatusStep};
+    use common::flows::merge::{MergeError, merge_conversation};
+    use common::flows::pipeline::{StatusIds, StatusStep};
     if services.store.get_conversation(conversation_id).await?.is_none() {
         return Ok(Done::Skipped("conversation is gone".into()));
     }

@@ -10,13 +10,13 @@ use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
 use common::ApiError;
-use common::http::QueryParams;
 use common::store::{ChunkMetrics, MetricsScope};
+use common::web::http::QueryParams;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::AppState;
-use common::openapi::ErrorBody;
+use common::web::openapi::ErrorBody;
 
 const INTERVAL: Duration = Duration::from_secs(45);
 const MAX_IDS: usize = 20;
@@ -77,7 +77,7 @@ pub async fn stream(State(state): State<AppState>, query: QueryParams) -> Result
             }
         }
     });
-    Ok(common::http::event_stream_response(rx))
+    Ok(common::web::http::event_stream_response(rx))
 }
 
 async fn health(state: &AppState, conversation_ids: &[String], project_ids: &[String]) -> Result<Value, common::store::StoreError> {

@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    common::http::init_tracing();
+    common::telemetry::init_tracing();
     let services = common::Services::from_env(&[
         "DIRECTUS_TOKEN",
         "DIRECTUS_SECRET",
@@ -11,5 +11,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     ])
     .await?;
     let state = conversations::AppState::new(services);
-    common::http::run_lambda_streaming(conversations::router(state)).await
+    common::web::http::run_lambda_streaming(conversations::router(state)).await
 }

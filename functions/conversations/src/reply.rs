@@ -6,10 +6,10 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
-use common::access::is_uuid;
-use common::http::JsonBody;
-use common::llm::{LlmError, Message};
+use common::providers::llm::{LlmError, Message};
+use common::store::is_uuid;
 use common::store::{ChunkOrder, Conversation, Project};
+use common::web::http::JsonBody;
 use futures::StreamExt;
 use minijinja::context;
 use serde::Deserialize;
@@ -44,7 +44,7 @@ pub async fn get_reply(State(state): State<AppState>, Path(cid): Path<String>, J
             let _ = tx.send(frame('3', text)).await;
         }
     });
-    common::http::event_stream_response(rx)
+    common::web::http::event_stream_response(rx)
 }
 
 #[derive(Debug)]
@@ -82,7 +82,7 @@ async fn reply(state: &AppState, cid: &str, language: &str, tx: &mpsc::Sender<By
 
     let current = conversation_text(state, &conversation).await?;
     let neighbours = neighbour_blocks(state, &project, &conversation).await?;
-    let prompt = common::prompts::render(
+    let prompt = common::providers::prompts::render(
         "get_reply_system",
         language,
         context! {
@@ -163,10 +163,10 @@ async fn neighbour_blocks(state: &AppState, project: &Project, current: &Convers
             }
         } else {
             let full = conversation_text(state, &other).await?;
-            common::offload(move || common::tokens::truncate_blocking(&full, NEIGHBOUR_TOKENS)).await?
+            common::offload(move || common::providers::tokens::truncate_blocking(&full, NEIGHBOUR_TOKENS)).await?
         };
         let candidate = block(&other, project, &text);
-        let tokens = common::tokens::count(candidate.clone()).await?;
+        let tokens = common::providers::tokens::count(candidate.clone()).await?;
         if total + tokens > NEIGHBOURS_BUDGET {
             break;
         }
@@ -190,12 +190,12 @@ fn project_description(project: &Project) -> String {
     parts.join("\n\n")
 }
 
-fn global_prompt(project: &Project) -> Result<String, common::prompts::PromptError> {
+fn global_prompt(project: &Project) -> Result<String, common::providers::prompts::PromptError> {
     let own = project.get_reply_prompt.clone().filter(|p| !p.trim().is_empty());
     match project.get_reply_mode.as_deref() {
-        Some("summarize") => common::prompts::render("get_reply_summarize", "en", context! {}),
-        Some("brainstorm") => common::prompts::render("get_reply_brainstorm", "en", context! {}),
-        Some("custom") => own.map_or_else(|| common::prompts::render("get_reply_summarize", "en", context! {}), Ok),
+        Some("summarize") => common::providers::prompts::render("get_reply_summarize", "en", context! {}),
+        Some("brainstorm") => common::providers::prompts::render("get_reply_brainstorm", "en", context! {}),
+        Some("custom") => own.map_or_else(|| common::providers::prompts::render("get_reply_summarize", "en", context! {}), Ok),
         _ => Ok(own.unwrap_or_default()),
     }
 }

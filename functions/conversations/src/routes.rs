@@ -7,19 +7,20 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use common::access::{CONVERSATION_NOT_FOUND, is_uuid, owned_conversation};
-use common::auth::Session;
+use common::ApiError;
 use common::blob::PRESIGN_BROWSER;
-use common::http::{JsonBody, QueryParams};
-use common::store::{NewChunk, NewConversation};
-use common::tasks::Task;
-use common::{ApiError, merge, summary};
+use common::flows::{merge, summary};
+use common::queue::Task;
+use common::store::{NewChunk, NewConversation, is_uuid};
+use common::web::access::{CONVERSATION_NOT_FOUND, owned_conversation};
+use common::web::auth::Session;
+use common::web::http::{JsonBody, QueryParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
-use common::openapi::ErrorBody;
+use common::web::openapi::ErrorBody;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -111,7 +112,7 @@ pub async fn token_count(State(state): State<AppState>, session: Session, Path(c
         return Ok(Json(count));
     }
     let text = summary::transcript(state.store.as_ref(), &conversation.id).await?;
-    let count = if text.is_empty() { 0 } else { common::tokens::count(text).await? };
+    let count = if text.is_empty() { 0 } else { common::providers::tokens::count(text).await? };
     let mut cache = state.token_counts.lock().unwrap_or_else(|p| p.into_inner());
     cache.retain(|_, (_, at)| at.elapsed() < TOKEN_COUNT_TTL);
     cache.insert(conversation.id, (count, Instant::now()));

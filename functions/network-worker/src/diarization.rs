@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use common::Services;
+use common::queue::worker::Done;
 use common::store::ChunkPatch;
-use common::worker::Done;
 use serde_json::{Value, json};
 
 const POLL_EVERY: Duration = Duration::from_secs(3);

@@ -6,17 +6,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use common::Services;
-use common::cleanup::{self, Cleanup};
-use common::llm::LlmClient;
-use common::pipeline::{self, Finish, StatusIds, StatusStep};
+use common::flows::cleanup::{self, Cleanup};
+use common::flows::pipeline::{self, Finish, StatusIds, StatusStep};
+use common::providers::llm::LlmClient;
+use common::queue::worker::{Delivery, Done, TaskError, TaskRunner};
+use common::queue::{Queue, Task};
 use common::store::ConversationPatch;
-use common::tasks::{Queue, Task};
-use common::transcribe::Transcriber;
-use common::worker::{Delivery, Done, TaskError, TaskRunner};
 
 mod diarization;
 mod library;
 mod transcribe;
+
+pub use transcribe::Provider;
+pub use transcribe::runpod::REQUEST_LIMIT_ERROR;
 
 /// How far back collector pass B looks (`COLLECTOR_REDRIVE_HOURS`).
 const REDRIVE_HOURS: i64 = 24;
@@ -25,14 +27,14 @@ const IDLE_MINUTES: i64 = 5;
 pub struct NetworkWorker {
     pub services: Services,
     pub llm: LlmClient,
-    /// The configured provider's client, or why there is none (reported per task).
-    pub transcriber: Result<Transcriber, String>,
+    /// The transcription provider, decided at start.
+    pub provider: Provider,
 }
 
 impl NetworkWorker {
     pub fn new(services: Services) -> Self {
-        let transcriber = Transcriber::from_settings(&services.settings.transcription).map_err(|e| e.to_string());
-        NetworkWorker { llm: LlmClient::from_settings(&services.settings), transcriber, services }
+        let provider = Provider::from_settings(&services.settings.transcription);
+        NetworkWorker { llm: LlmClient::from_settings(&services.settings), provider, services }
     }
 }
 
@@ -47,7 +49,7 @@ impl TaskRunner for NetworkWorker {
         match task {
             Task::TranscribeChunk { conversation_chunk_id, provider_job_id, continuation, .. } => {
                 let job = transcribe::Job { provider_job_id: provider_job_id.as_deref(), continuation: *continuation, task, delivery };
-                transcribe::run(services, &self.transcriber, conversation_chunk_id, job).await
+                transcribe::run(services, &self.provider, conversation_chunk_id, job).await
             }
             Task::FinishConversationHook { conversation_id } => {
                 match pipeline::finish_conversation(services, conversation_id, false).await? {
@@ -81,8 +83,10 @@ impl TaskRunner for NetworkWorker {
             Task::CreateView { project_analysis_run_id, user_query, user_query_context, language } => {
                 library::create_view(services, project_analysis_run_id, user_query, user_query_context, language).await
             }
-            Task::UpdateRunpodTranscriptionResponse {} => Ok(common::runpod::queue_checks(services).await),
-            Task::ProcessRunpodChunkResponse { chunk_id, status_link } => common::runpod::check(services, chunk_id, status_link).await,
+            Task::UpdateRunpodTranscriptionResponse {} => Ok(transcribe::runpod::queue_checks(services).await),
+            Task::ProcessRunpodChunkResponse { chunk_id, status_link } => {
+                transcribe::runpod::check(services, &self.provider, chunk_id, status_link).await
+            }
             Task::GetRunpodDiarization { chunk_id } => Ok(diarization::run(services, chunk_id).await),
             other => Err(TaskError::terminal(format!("{} does not belong to the network queue", other.name()))),
         }
@@ -121,13 +125,13 @@ impl NetworkWorker {
             ..Default::default()
         };
         let step = StatusStep::start(services, "task_summarize_conversation", format!("for conversation {conversation_id}"), ids).await;
-        let result = common::summary::summarize(services, &self.llm, conversation_id, &language).await;
+        let result = common::flows::summary::summarize(services, &self.llm, conversation_id, &language).await;
         let outcome = match result {
             Ok(Some(_)) => Ok(Done::Completed),
             Ok(None) => Ok(Done::Skipped("empty transcript".into())),
-            Err(common::summary::SummaryError::Store(e)) => Err(e.into()),
-            Err(common::summary::SummaryError::Llm(e)) => Err(e.into()),
-            Err(common::summary::SummaryError::Prompt(e)) => Err(TaskError::terminal(e)),
+            Err(common::flows::summary::SummaryError::Store(e)) => Err(e.into()),
+            Err(common::flows::summary::SummaryError::Llm(e)) => Err(e.into()),
+            Err(common::flows::summary::SummaryError::Prompt(e)) => Err(TaskError::terminal(e)),
         };
         step.finish_with(&outcome).await;
         outcome

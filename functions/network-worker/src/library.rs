@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use common::Services;
-use common::pipeline::{self, StatusIds, StatusStep};
+use common::flows::pipeline::{self, StatusIds, StatusStep};
+use common::queue::Task;
+use common::queue::worker::{Done, TaskError};
 use common::store::StoreError;
-use common::tasks::Task;
-use common::worker::{Done, TaskError};
 use serde_json::json;
 
 /// The views every new library starts with; each names a JSON prompt template.
@@ -36,8 +36,8 @@ async fn build_library(services: &Services, project_id: &str, language: &str, ru
     // Render first: a broken template must not leave a run without views behind.
     let mut views = Vec::with_capacity(DEFAULT_VIEWS.len());
     for name in DEFAULT_VIEWS {
-        let view =
-            common::prompts::render_json(name, language, json!({}), &["user_query", "user_query_context"]).map_err(TaskError::terminal)?;
+        let view = common::providers::prompts::render_json(name, language, json!({}), &["user_query", "user_query_context"])
+            .map_err(TaskError::terminal)?;
         let text = |key: &str| view[key].as_str().unwrap_or_default().to_string();
         views.push(Task::CreateView {
             project_analysis_run_id: run_id.to_string(),

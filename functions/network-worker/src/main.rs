@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    common::http::init_tracing();
+    common::telemetry::init_tracing();
     let required =
         ["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL", "NETWORK_DLQ_URL"];
     let services = common::Services::from_env(&required).await?;
@@ -9,9 +9,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // A provider that cannot work (an unknown name, a missing key, an unreadable GCP_SA_JSON) is a
     // deploy mistake: refuse to start (D63). No provider at all keeps the worker up for its other
     // tasks; transcription then leaves chunks pending with a status row saying so.
-    let unconfigured = matches!(settings.transcription.provider(), Err(common::config::ConfigError::Missing(_)));
-    if let (false, Err(reason)) = (unconfigured, &worker.transcriber) {
+    if let network_worker::Provider::Broken(reason) = &worker.provider {
         return Err(reason.clone().into());
     }
-    common::worker::run_lambda(worker, &settings).await
+    common::queue::sqs::run_lambda(worker, &settings).await
 }

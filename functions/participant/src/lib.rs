@@ -67,5 +67,5 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The function's whole router: its routes, `/api/health`, CORS and the shared layers.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    common::http::api_app(routes(state), &settings)
+    common::web::http::api_app(routes(state), &settings)
 }

@@ -1,9 +1,9 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    common::http::init_tracing();
+    common::telemetry::init_tracing();
     let services =
         common::Services::from_env(&["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])
             .await?;
     let state = participant::AppState::new(services);
-    common::http::run_lambda(participant::router(state)).await
+    common::web::http::run_lambda(participant::router(state)).await
 }

@@ -8,15 +8,15 @@ use axum::extract::{Multipart, Path, Query, State};
 use chrono::Utc;
 use common::ApiError;
 use common::blob::{MAX_PATH_LEN, sanitize_filename};
-use common::http::JsonBody;
-use common::store::{ChunkOrder, Conversation, NewChunk, NewConversation, NewNotificationParticipant, Project, StoreError};
-use common::tasks::Task;
+use common::queue::Task;
+use common::store::{ChunkOrder, Conversation, NewChunk, NewConversation, NewNotificationParticipant, Project, StoreError, is_uuid};
+use common::web::http::JsonBody;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::schemas::*;
-use common::openapi::ErrorBody;
+use common::web::openapi::ErrorBody;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -24,10 +24,6 @@ const CONVERSATION_NOT_FOUND: &str = "Conversation not found";
 const NOT_OPEN: &str = "Conversation not open for participation";
 /// Objects of a deleted chunk are removed this long after, once its row is surely gone (D40).
 const DELETE_OBJECTS_DELAY: Duration = Duration::from_secs(60);
-
-fn is_uuid(id: &str) -> bool {
-    Uuid::parse_str(id).is_ok()
-}
 
 /// A project by id; ids that cannot be keys are not looked up (D17).
 async fn find_project(state: &AppState, id: &str) -> ApiResult<Option<Project>> {

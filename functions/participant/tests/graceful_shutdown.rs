@@ -1,6 +1,6 @@
 //! The participant binary, started against a minimal Lambda Runtime and Extensions API as Lambda
 //! starts an environment, registers the graceful-shutdown extension, answers an invocation, and
-//! on SIGTERM logs its last line and exits 0 (common::http::flush_logs_on_shutdown; the workers
+//! on SIGTERM logs its last line and exits 0 (common::telemetry::flush_logs_on_shutdown; the workers
 //! and the scheduler call the same function).
 
 use std::sync::{Arc, Mutex};
@@ -111,5 +111,5 @@ async fn sigterm_flushes_the_last_log_line_and_exits_cleanly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
     let last = stdout.lines().last().unwrap_or_default();
-    assert!(last.contains(common::http::SHUTDOWN_LOG), "the shutdown line ends stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(last.contains(common::telemetry::SHUTDOWN_LOG), "the shutdown line ends stdout:\n{stdout}\nstderr:\n{stderr}");
 }

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use common::Services;
-use common::llm::LlmClient;
+use common::providers::llm::LlmClient;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -50,5 +50,5 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    common::http::api_app(routes(state), &settings)
+    common::web::http::api_app(routes(state), &settings)
 }

@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    common::http::init_tracing();
+    common::telemetry::init_tracing();
     let services = common::Services::from_env(&["DIRECTUS_TOKEN", "DIRECTUS_SECRET", "NETWORK_QUEUE_URL"]).await?;
     let state = projects::AppState::new(services);
-    common::http::run_lambda_streaming(projects::router(state)).await
+    common::web::http::run_lambda_streaming(projects::router(state)).await
 }

@@ -5,16 +5,16 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use common::ApiError;
-use common::access::owned_project;
-use common::auth::Session;
-use common::http::JsonBody;
-use common::llm::Message;
+use common::providers::llm::Message;
 use common::store::{NewReport, Project, Report};
+use common::web::access::owned_project;
+use common::web::auth::Session;
+use common::web::http::JsonBody;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use common::openapi::ErrorBody;
+use common::web::openapi::ErrorBody;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReportBody {
@@ -73,7 +73,7 @@ async fn write_report(state: &AppState, project: &Project, language: &str) -> Re
             created_at: c.created_at.map(|t| common::datetime::format(&t)).unwrap_or_default(),
             updated_at: c.updated_at.map(|t| common::datetime::format(&t)).unwrap_or_default(),
         };
-        let tokens = common::tokens::count(format!("{} {} {}", entry.name, entry.tags, entry.transcript)).await?;
+        let tokens = common::providers::tokens::count(format!("{} {} {}", entry.name, entry.tags, entry.transcript)).await?;
         if total + tokens >= limit {
             break;
         }
@@ -82,11 +82,11 @@ async fn write_report(state: &AppState, project: &Project, language: &str) -> Re
     }
     // Pass 2: the full transcripts of those conversations, while they fit (D61).
     for (id, entry) in included.iter_mut() {
-        let transcript = common::summary::transcript(state.store.as_ref(), id).await?;
+        let transcript = common::flows::summary::transcript(state.store.as_ref(), id).await?;
         if transcript.is_empty() {
             continue;
         }
-        let tokens = common::tokens::count(transcript.clone()).await?;
+        let tokens = common::providers::tokens::count(transcript.clone()).await?;
         if total + tokens >= limit {
             break;
         }
@@ -94,7 +94,7 @@ async fn write_report(state: &AppState, project: &Project, language: &str) -> Re
         entry.transcript = format!("{}\n{transcript}", entry.transcript);
     }
     let entries: Vec<ReportConversation> = included.into_iter().map(|(_, e)| e).collect();
-    let prompt = common::prompts::render("system_report", language, context! { conversations => entries, language => language })
+    let prompt = common::providers::prompts::render("system_report", language, context! { conversations => entries, language => language })
         .map_err(ApiError::internal)?;
     let reply = state.llm.complete(&state.settings.llm.medium, &[Message::user(prompt)]).await?;
     Ok(article(&reply))

@@ -7,17 +7,17 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::ApiError;
-use common::access::owned_project;
-use common::auth::Session;
-use common::http::JsonBody;
+use common::queue::Task;
 use common::store::{NewProject, Project};
-use common::tasks::Task;
+use common::web::access::owned_project;
+use common::web::auth::Session;
+use common::web::http::JsonBody;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::AppState;
-use common::openapi::ErrorBody;
+use common::web::openapi::ErrorBody;
 
 type ApiResult<T> = Result<T, ApiError>;
 

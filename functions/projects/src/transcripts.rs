@@ -8,12 +8,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use common::ApiError;
-use common::access::owned_project;
-use common::auth::Session;
 use common::store::{ChunkOrder, Conversation};
+use common::web::access::owned_project;
+use common::web::auth::Session;
 
 use crate::AppState;
-use common::openapi::ErrorBody;
+use common::web::openapi::ErrorBody;
 
 /// Alphanumerics kept, runs of anything else collapsed to one `_`, trimmed, cut to `max`.
 fn slug(text: &str, max: usize) -> String {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::tasks::{PublishError, Task, TaskMessage, TaskPublisher};
+use common::queue::{PublishError, Task, TaskMessage, TaskPublisher};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::tasks::InProcessQueue;
+    use common::queue::in_process::InProcessQueue;
     use serde_json::json;
 
     #[tokio::test]
@@ -69,7 +69,7 @@ mod tests {
         let bare = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
         assert_eq!(handle(&bare, &queue, runpod).await.unwrap(), Some("task_collect_and_finish_unfinished_conversations"));
         assert_eq!(queue.snapshot().len(), 3);
-        assert!(queue.snapshot().iter().all(|m| m.queue == common::tasks::Queue::Network));
+        assert!(queue.snapshot().iter().all(|m| m.queue == common::queue::Queue::Network));
 
         let other = json!({"task": "task_summarize_conversation", "version": 1, "args": {"conversation_id": "c"}});
         assert!(matches!(handle(&other, &queue, runpod).await, Err(ScheduleError::Unknown(_))));

@@ -4,11 +4,11 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    common::http::init_tracing();
+    common::telemetry::init_tracing();
     let settings = Settings::from_env()?;
     settings.require(&["AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])?;
-    let publisher = common::tasks::connect_sqs(&settings).await?;
-    common::http::flush_logs_on_shutdown().await;
+    let publisher = common::queue::sqs::connect_sqs(&settings).await?;
+    common::telemetry::flush_logs_on_shutdown().await;
     let provider = settings.transcription.provider_name.clone();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let (publisher, provider) = (publisher.clone(), provider.clone());

@@ -7,8 +7,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::Services;
-use common::error::detail_response;
-use common::http::QueryParams;
+use common::web::error::detail_response;
+use common::web::http::QueryParams;
 use serde_json::{Value, json};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -46,7 +46,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The function's whole router: its routes, `/api/health`, CORS and the shared layers.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    common::http::api_app(routes(state), &settings)
+    common::web::http::api_app(routes(state), &settings)
 }
 
 /// Constant-time comparison, so the answer time does not leak how much of a guess was right.
@@ -73,7 +73,7 @@ fn authorized(state: &AppState, headers: &HeaderMap, query: &QueryParams) -> boo
     security(("webhook_token" = [])),
     responses(
         (status = 200, description = "JSON null, also for payloads that are ignored (another job, no chunk)", body = Option<String>, example = json!(null)),
-        (status = 401, description = "Invalid webhook token", body = common::openapi::ErrorBody),
+        (status = 401, description = "Invalid webhook token", body = common::web::openapi::ErrorBody),
     )
 )]
 async fn webhook_transcribe(State(state): State<AppState>, headers: HeaderMap, query: QueryParams, body: Bytes) -> Response {
@@ -90,7 +90,7 @@ async fn webhook_transcribe(State(state): State<AppState>, headers: HeaderMap, q
     } else {
         serde_json::from_slice(&body).unwrap_or(Value::Null)
     };
-    match common::runpod::complete(&state.services, &payload).await {
+    match common::flows::runpod_completion::complete(&state.services, &payload).await {
         Ok(completion) => {
             tracing::info!(?completion, job = payload.get("id").and_then(serde_json::Value::as_str), "RunPod webhook handled");
             axum::Json(Value::Null).into_response()

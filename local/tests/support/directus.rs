@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use common::auth::{AuthError, Session, token_from_headers, verify};
+use common::web::auth::{AuthError, Session, token_from_headers, verify};
 use serde_json::{Value, json};
 
 pub struct Directus {

@@ -131,7 +131,7 @@ pub const OWNER: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 /// A Directus-style session token for `user_id`.
 pub fn token(user_id: &str, admin: bool) -> String {
     let exp = chrono::Utc::now().timestamp() + 3600;
-    common::auth::sign(&json!({"id": user_id, "admin_access": admin, "app_access": true, "exp": exp, "iss": "directus"}), JWT_SECRET)
+    common::web::auth::sign(&json!({"id": user_id, "admin_access": admin, "app_access": true, "exp": exp, "iss": "directus"}), JWT_SECRET)
 }
 
 /// How the fake chat-completions server answers.

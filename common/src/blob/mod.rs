@@ -40,15 +40,6 @@ pub enum BlobError {
     Other(String),
 }
 
-impl From<BlobError> for crate::error::ApiError {
-    fn from(err: BlobError) -> Self {
-        match err {
-            BlobError::Unavailable(reason) => Self::unavailable(crate::error::Dependency::Storage, reason),
-            other => Self::internal(other),
-        }
-    }
-}
-
 fn classify<E>(err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> BlobError
 where
     E: std::error::Error + Send + Sync + 'static,

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::error::ApiError;
+use crate::web::error::ApiError;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +140,17 @@ fn truthy(value: &Value) -> bool {
 pub trait AuthConfig {
     fn directus_secret(&self) -> Option<&str>;
     fn session_cookie_name(&self) -> &str;
+}
+
+/// Every function's state derefs to `Services`, which knows how sessions are checked.
+impl<T: std::ops::Deref<Target = crate::Services>> AuthConfig for T {
+    fn directus_secret(&self) -> Option<&str> {
+        self.settings.auth.directus_secret.as_deref()
+    }
+
+    fn session_cookie_name(&self) -> &str {
+        &self.settings.auth.session_cookie_name
+    }
 }
 
 impl<S> FromRequestParts<S> for Session

@@ -2,17 +2,13 @@
 //! that cannot be keys answer the 404 without a store call (D17).
 
 use crate::ApiError;
-use crate::auth::Session;
-use crate::store::{Conversation, Project, Store};
+use crate::store::{Conversation, Project, Store, is_uuid};
+use crate::web::auth::Session;
 
 pub const PROJECT_NOT_FOUND: &str = "Project not found";
 pub const PROJECT_FORBIDDEN: &str = "User does not have access to this project";
 pub const CONVERSATION_NOT_FOUND: &str = "Conversation not found";
 pub const CONVERSATION_FORBIDDEN: &str = "You are not authorized to access this conversation";
-
-pub fn is_uuid(id: &str) -> bool {
-    uuid::Uuid::parse_str(id).is_ok()
-}
 
 pub async fn owned_project(store: &dyn Store, session: &Session, project_id: &str) -> Result<Project, ApiError> {
     let project = if is_uuid(project_id) { store.get_project(project_id).await? } else { None };

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::error::{ApiError, ValidationIssue, detail_response};
+use crate::web::error::{ApiError, ValidationIssue, detail_response};
 
 pub const X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -154,34 +154,12 @@ pub fn api_app(routes: Router, settings: &crate::config::Settings) -> Router {
     finish_router(routes.merge(health_routes()), cors)
 }
 
-/// The line a function logs when Lambda stops its environment (SIGTERM), after which the process
-/// exits cleanly.
-pub const SHUTDOWN_LOG: &str = "shutting down: logs flushed";
-
-/// Lambda sends SIGTERM (and waits up to 500 ms) only to functions with an extension, so this
-/// registers lambda_runtime's no-op internal one; on the signal it logs a last line and flushes
-/// stdout/stderr so nothing buffered is lost. Call before the runtime starts. Without an
-/// Extensions API (some local emulators) it logs why and the function runs without the hook.
-pub async fn flush_logs_on_shutdown() {
-    let hook = || async {
-        tracing::info!("{SHUTDOWN_LOG}");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-    };
-    // lambda_runtime panics when the extension cannot register; that must not stop the function.
-    let registered = std::panic::AssertUnwindSafe(lambda_runtime::spawn_graceful_shutdown_handler(hook)).catch_unwind().await;
-    if registered.is_err() {
-        tracing::warn!("no graceful-shutdown hook: the Lambda Extensions API refused the registration");
-    }
-}
-
 /// Hands a router to the Lambda runtime; concurrent when `AWS_LAMBDA_MAX_CONCURRENCY` > 1.
 /// Buffered responses only: the body is collected, then lambda_http picks text or base64 by
 /// content type.
 pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
     use tower::ServiceExt;
-    flush_logs_on_shutdown().await;
+    crate::telemetry::flush_logs_on_shutdown().await;
     let handler = tower::service_fn(move |req: lambda_http::Request| {
         let router = router.clone();
         async move {
@@ -197,7 +175,7 @@ pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
 /// For functions with streaming routes: every response of the function streams (API Gateway
 /// invokes it with InvokeWithResponseStream), for up to 15 minutes.
 pub async fn run_lambda_streaming(router: Router) -> Result<(), lambda_http::Error> {
-    flush_logs_on_shutdown().await;
+    crate::telemetry::flush_logs_on_shutdown().await;
     lambda_http::run_with_streaming_response_concurrent(router).await
 }
 
@@ -248,24 +226,6 @@ pub fn event_stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response
     h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     res
-}
-
-/// Logs as JSON in Lambda (`AWS_LAMBDA_LOG_FORMAT=JSON`) and as text elsewhere; the level comes
-/// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase());
-    let filter = match level {
-        Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().with_current_span(true).with_span_list(false).without_time().try_init()
-    } else {
-        builder.with_target(false).try_init()
-    };
 }
 
 /// A JSON body; any failure is a 422 in FastAPI's shape, naming the field.

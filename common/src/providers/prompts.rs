@@ -5,14 +5,14 @@ use minijinja::Environment;
 use serde::Serialize;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("get_reply_system.en", include_str!("../prompts/get_reply_system.en.jinja")),
-    ("get_reply_summarize.en", include_str!("../prompts/get_reply_summarize.en.jinja")),
-    ("get_reply_brainstorm.en", include_str!("../prompts/get_reply_brainstorm.en.jinja")),
-    ("generate_conversation_summary.en", include_str!("../prompts/generate_conversation_summary.en.jinja")),
-    ("system_report.en", include_str!("../prompts/system_report.en.jinja")),
-    ("default_whisper_prompt.en", include_str!("../prompts/default_whisper_prompt.en.jinja")),
-    ("default_view_recurring_themes.en", include_str!("../prompts/default_view_recurring_themes.en.jinja")),
-    ("transcript_correction_workflow.en", include_str!("../prompts/transcript_correction_workflow.en.jinja")),
+    ("get_reply_system.en", include_str!("../../prompts/get_reply_system.en.jinja")),
+    ("get_reply_summarize.en", include_str!("../../prompts/get_reply_summarize.en.jinja")),
+    ("get_reply_brainstorm.en", include_str!("../../prompts/get_reply_brainstorm.en.jinja")),
+    ("generate_conversation_summary.en", include_str!("../../prompts/generate_conversation_summary.en.jinja")),
+    ("system_report.en", include_str!("../../prompts/system_report.en.jinja")),
+    ("default_whisper_prompt.en", include_str!("../../prompts/default_whisper_prompt.en.jinja")),
+    ("default_view_recurring_themes.en", include_str!("../../prompts/default_view_recurring_themes.en.jinja")),
+    ("transcript_correction_workflow.en", include_str!("../../prompts/transcript_correction_workflow.en.jinja")),
 ];
 
 #[derive(Debug, thiserror::Error)]

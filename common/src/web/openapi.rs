@@ -60,7 +60,7 @@ pub fn document(fragments: impl IntoIterator<Item = OpenApi>) -> OpenApi {
             tag
         })))
         .build();
-    doc.merge(crate::http::health_api::<()>().into_openapi());
+    doc.merge(crate::web::http::health_api::<()>().into_openapi());
     for fragment in fragments {
         doc.merge(fragment);
     }

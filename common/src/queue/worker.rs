@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
 
-use crate::tasks::{Queue, Task, TaskMessage};
+use super::{PublishError, Queue, Task, TaskMessage};
 
 /// How a task ended when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,16 +58,16 @@ impl From<crate::blob::BlobError> for TaskError {
     }
 }
 
-impl From<crate::tasks::PublishError> for TaskError {
-    fn from(err: crate::tasks::PublishError) -> Self {
+impl From<PublishError> for TaskError {
+    fn from(err: PublishError) -> Self {
         TaskError::transient(err)
     }
 }
 
-impl From<crate::llm::LlmError> for TaskError {
-    fn from(err: crate::llm::LlmError) -> Self {
+impl From<crate::providers::llm::LlmError> for TaskError {
+    fn from(err: crate::providers::llm::LlmError) -> Self {
         match err {
-            crate::llm::LlmError::Unavailable(_) => TaskError::transient(err),
+            crate::providers::llm::LlmError::Unavailable(_) => TaskError::transient(err),
             other => TaskError::terminal(other),
         }
     }
@@ -200,117 +200,6 @@ async fn terminal(ops: &dyn QueueOps, body: &str, task: &str, reason: &str) -> b
             true
         }
     }
-}
-
-/// The SQS side of a Lambda worker: the dead-letter queue and the retry delay.
-pub struct SqsQueueOps {
-    pub client: aws_sdk_sqs::Client,
-    pub queue_url: String,
-    pub dlq_url: String,
-}
-
-#[async_trait]
-impl QueueOps for SqsQueueOps {
-    async fn dead_letter(&self, body: &str, task: &str, error: &str) -> Result<(), String> {
-        let attribute = |v: &str| {
-            aws_sdk_sqs::types::MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v.chars().take(1000).collect::<String>())
-                .build()
-        };
-        self.client
-            .send_message()
-            .queue_url(&self.dlq_url)
-            .message_body(if body.is_empty() { "(empty)" } else { body })
-            .message_attributes("task", attribute(task).map_err(|e| e.to_string())?)
-            .message_attributes("error", attribute(error).map_err(|e| e.to_string())?)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-    }
-
-    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(delay.as_secs() as i32)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-    }
-}
-
-/// One receive from an SQS queue, handled as Lambda's event source mapping would: a batch in,
-/// the successful and acknowledged records deleted; how many were received. For running
-/// workers against SQS (or an SQS-protocol server) outside Lambda.
-pub async fn poll_sqs_once(
-    runner: &dyn TaskRunner,
-    ops: &dyn QueueOps,
-    client: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    max_attempts: u32,
-    wait: Duration,
-) -> Result<usize, String> {
-    let received = client
-        .receive_message()
-        .queue_url(queue_url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(wait.as_secs() as i32)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
-        .send()
-        .await
-        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
-    let messages = received.messages.unwrap_or_default();
-    let mut event = SqsEvent::default();
-    let mut handles = Vec::new();
-    for m in &messages {
-        let mut record = SqsMessage::default();
-        record.message_id = m.message_id.clone();
-        record.receipt_handle = m.receipt_handle.clone();
-        record.body = m.body.clone();
-        for (k, v) in m.attributes.clone().unwrap_or_default() {
-            record.attributes.insert(k.as_str().to_string(), v);
-        }
-        handles.push((m.message_id.clone().unwrap_or_default(), m.receipt_handle.clone().unwrap_or_default()));
-        event.records.push(record);
-    }
-    let response = handle_batch(runner, ops, event, max_attempts, None).await;
-    let failed: std::collections::HashSet<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
-    for (id, handle) in handles {
-        if !failed.contains(&id) {
-            client.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(messages.len())
-}
-
-/// Runs a worker as an SQS-triggered Lambda: each invocation's batch through `handle_batch`,
-/// failures reported per record (`ReportBatchItemFailures`).
-pub async fn run_lambda<R: TaskRunner + 'static>(runner: R, settings: &crate::config::Settings) -> Result<(), lambda_runtime::Error> {
-    let (queue_url, dlq_url) = match runner.queue() {
-        Queue::Audio => (settings.queues.audio_queue_url.clone(), settings.queues.audio_dlq_url.clone()),
-        Queue::Network => (settings.queues.network_queue_url.clone(), settings.queues.network_dlq_url.clone()),
-    };
-    let (Some(queue_url), Some(dlq_url)) = (queue_url, dlq_url) else {
-        return Err("the worker's queue and dead-letter queue URLs must be set".into());
-    };
-    let client = crate::tasks::SqsPublisher::client(&settings.s3.region, settings.queues.sqs_endpoint.as_deref(), None).await;
-    let ops = std::sync::Arc::new(SqsQueueOps { client, queue_url, dlq_url });
-    let runner = std::sync::Arc::new(runner);
-    let max_attempts = settings.queues.task_max_attempts;
-    crate::http::flush_logs_on_shutdown().await;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
-        let (runner, ops) = (runner.clone(), ops.clone());
-        async move {
-            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-            Ok::<_, lambda_runtime::Error>(handle_batch(runner.as_ref(), ops.as_ref(), event.payload, max_attempts, Some(deadline)).await)
-        }
-    }))
-    .await
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use crate::Services;
 use crate::blob::BlobError;
-use crate::rag::{RagError, RagIndex};
+use crate::providers::rag::{RagError, RagIndex};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

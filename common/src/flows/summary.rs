@@ -4,7 +4,7 @@
 use minijinja::context;
 
 use crate::Services;
-use crate::llm::{LlmClient, LlmError, Message};
+use crate::providers::llm::{LlmClient, LlmError, Message};
 use crate::store::{ChunkOrder, ConversationPatch, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,17 +14,7 @@ pub enum SummaryError {
     #[error(transparent)]
     Llm(#[from] LlmError),
     #[error(transparent)]
-    Prompt(#[from] crate::prompts::PromptError),
-}
-
-impl From<SummaryError> for crate::ApiError {
-    fn from(err: SummaryError) -> Self {
-        match err {
-            SummaryError::Store(e) => e.into(),
-            SummaryError::Llm(e) => e.into(),
-            SummaryError::Prompt(e) => crate::ApiError::internal(e),
-        }
-    }
+    Prompt(#[from] crate::providers::prompts::PromptError),
 }
 
 /// Every chunk's transcript in recording order (all chunks), non-empty ones joined by newlines.
@@ -46,8 +36,11 @@ pub async fn summarize(
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let prompt =
-        crate::prompts::render("generate_conversation_summary", language, context! { quote_text_joined => text, language => language })?;
+    let prompt = crate::providers::prompts::render(
+        "generate_conversation_summary",
+        language,
+        context! { quote_text_joined => text, language => language },
+    )?;
     let summary = llm.complete(&services.settings.llm.summary, &[Message::user(prompt)]).await?;
     let summary = summary.trim().to_string();
     services.store.update_conversation(conversation_id, ConversationPatch { summary: Some(summary.clone()), ..Default::default() }).await?;

@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use crate::Services;
+use crate::queue::{PublishError, Task};
 use crate::store::{ConversationPatch, NewProcessingStatus, StoreError};
-use crate::tasks::{PublishError, Task};
 
 /// The object key of a chunk's audio; a chunk without one can never be transcribed.
-pub fn audio_key(services: &Services, chunk: &crate::store::Chunk) -> Result<String, crate::worker::TaskError> {
-    use crate::worker::TaskError;
+pub fn audio_key(services: &Services, chunk: &crate::store::Chunk) -> Result<String, crate::queue::worker::TaskError> {
+    use crate::queue::worker::TaskError;
     let path = chunk.path.as_deref().ok_or_else(|| TaskError::terminal("no audio path"))?;
     services.blob.key_from_url(path).ok_or_else(|| TaskError::terminal("the path names no object"))
 }
@@ -22,16 +22,7 @@ pub enum PipelineError {
     Publish(#[from] PublishError),
 }
 
-impl From<PipelineError> for crate::ApiError {
-    fn from(err: PipelineError) -> Self {
-        match err {
-            PipelineError::Store(e) => e.into(),
-            PipelineError::Publish(e) => e.into(),
-        }
-    }
-}
-
-impl From<PipelineError> for crate::worker::TaskError {
+impl From<PipelineError> for crate::queue::worker::TaskError {
     fn from(err: PipelineError) -> Self {
         match err {
             PipelineError::Store(e) => e.into(),

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::LlmSlot;
-use crate::error::{ApiError, Dependency};
 
 pub const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,15 +40,6 @@ pub enum LlmError {
     NotConfigured(&'static str),
     #[error("LLM provider error: {0}")]
     Other(String),
-}
-
-impl From<LlmError> for ApiError {
-    fn from(err: LlmError) -> Self {
-        match err {
-            LlmError::Unavailable(reason) => ApiError::unavailable(Dependency::Llm, reason),
-            other => ApiError::internal(other),
-        }
-    }
 }
 
 pub type TextStream = Pin<Box<dyn Stream<Item = Result<String, LlmError>> + Send>>;

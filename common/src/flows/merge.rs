@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use crate::Services;
-use crate::audio::{self, AudioError};
+use crate::audio::{self, AudioError, TempDir};
 use crate::blob::BlobError;
 use crate::store::{Chunk, ChunkOrder, ConversationPatch, StoreError};
 
@@ -24,18 +24,6 @@ pub enum MergeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blob(#[from] BlobError),
-}
-
-impl From<MergeError> for crate::ApiError {
-    fn from(err: MergeError) -> Self {
-        match err {
-            MergeError::NoChunks => Self::not_found("Conversation not found"),
-            MergeError::NoContent => Self::not_found("No content found"),
-            MergeError::Failed(reason) => Self::bad_request(format!("Failed to merge audio files: {reason}")),
-            MergeError::Store(e) => e.into(),
-            MergeError::Blob(e) => e.into(),
-        }
-    }
 }
 
 /// The merged object of a chunk set.
@@ -153,36 +141,6 @@ async fn download_chunks(services: &Services, chunks: &[&Chunk], dir: &std::path
         return Err(MergeError::Failed("no decodable audio".into()));
     }
     Ok(files)
-}
-
-/// A uniquely named directory under the system temp dir, created and removed off the tokio
-/// workers.
-pub struct TempDir(Option<tempfile::TempDir>);
-
-impl TempDir {
-    pub async fn new() -> std::io::Result<Self> {
-        let dir = crate::offload(tempfile::tempdir).await.map_err(std::io::Error::other)??;
-        Ok(TempDir(Some(dir)))
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        self.0.as_ref().expect("present until removed").path()
-    }
-
-    pub async fn remove(mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = crate::offload(move || dir.close()).await;
-        }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // An early return skipped `remove`: clean up without blocking this thread.
-        if let Some(dir) = self.0.take() {
-            tokio::task::spawn_blocking(move || drop(dir));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,29 +6,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-/// A backend whose outage is reported by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dependency {
-    Directus,
-    Database,
-    Storage,
-    Queue,
-    Rag,
-    Llm,
-}
-
-impl Dependency {
-    pub fn unavailable_detail(self) -> &'static str {
-        match self {
-            Dependency::Directus => "Directus is unavailable, please try again later",
-            Dependency::Database => "Database is unavailable, please try again later",
-            Dependency::Storage => "Storage is unavailable, please try again later",
-            Dependency::Queue => "Task queue is unavailable, please try again later",
-            Dependency::Rag => "RAG service is unavailable, please try again later",
-            Dependency::Llm => "LLM provider is unavailable, please try again later",
-        }
-    }
-}
+use crate::Dependency;
+use crate::blob::BlobError;
+use crate::flows::merge::MergeError;
+use crate::flows::pipeline::PipelineError;
+use crate::flows::summary::SummaryError;
+use crate::offload::OffloadError;
+use crate::providers::llm::LlmError;
+use crate::queue::PublishError;
+use crate::store::StoreError;
 
 /// One entry of a FastAPI-shaped 422 body.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -145,9 +131,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(err: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
+// Every conversion into `ApiError` lives here: the HTTP edge sits above the store, storage,
+// queue, providers and flows, so none of them imports it (docs/architecture.md, "Errors").
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable { backend, reason } => ApiError::unavailable(backend, reason),
             err @ StoreError::AlreadyExists { .. } => ApiError::Conflict(err.to_string()),
@@ -156,9 +144,67 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-impl From<crate::offload::OffloadError> for ApiError {
-    fn from(err: crate::offload::OffloadError) -> Self {
+impl From<OffloadError> for ApiError {
+    fn from(err: OffloadError) -> Self {
         ApiError::internal(err)
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(err: BlobError) -> Self {
+        match err {
+            BlobError::Unavailable(reason) => ApiError::unavailable(Dependency::Storage, reason),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(err: PublishError) -> Self {
+        match err {
+            PublishError::Unavailable(reason) => ApiError::unavailable(Dependency::Queue, reason),
+            PublishError::Config(reason) => ApiError::internal(reason),
+        }
+    }
+}
+
+impl From<LlmError> for ApiError {
+    fn from(err: LlmError) -> Self {
+        match err {
+            LlmError::Unavailable(reason) => ApiError::unavailable(Dependency::Llm, reason),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(err: PipelineError) -> Self {
+        match err {
+            PipelineError::Store(e) => e.into(),
+            PipelineError::Publish(e) => e.into(),
+        }
+    }
+}
+
+impl From<MergeError> for ApiError {
+    fn from(err: MergeError) -> Self {
+        match err {
+            MergeError::NoChunks => ApiError::not_found("Conversation not found"),
+            MergeError::NoContent => ApiError::not_found("No content found"),
+            MergeError::Failed(reason) => ApiError::bad_request(format!("Failed to merge audio files: {reason}")),
+            MergeError::Store(e) => e.into(),
+            MergeError::Blob(e) => e.into(),
+        }
+    }
+}
+
+impl From<SummaryError> for ApiError {
+    fn from(err: SummaryError) -> Self {
+        match err {
+            SummaryError::Store(e) => e.into(),
+            SummaryError::Llm(e) => e.into(),
+            SummaryError::Prompt(e) => ApiError::internal(e),
+        }
     }
 }
 
