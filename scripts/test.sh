@@ -17,6 +17,7 @@ export PATH="$venv/bin:$PATH"
 export SAM_CLI_TELEMETRY=0
 
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 sam validate --lint --template template.yaml --region eu-west-1
 cfn-lint template.yaml
 

@@ -6,6 +6,9 @@
 //!
 //! Needs Chromium: `apt-get install chromium`, or `CHROME=/path/to/chrome`.
 
+// The api binary's helpers, of which this one uses a few.
+#[allow(dead_code)]
+#[path = "api/support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;

@@ -1,6 +1,9 @@
 //! The rule this project exists for: blocking store calls never hold a tokio worker, so
 //! `/api/health` keeps answering while every store call is stuck.
 
+// The api binary's helpers, of which this one uses a few.
+#[allow(dead_code)]
+#[path = "api/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

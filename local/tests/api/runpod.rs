@@ -3,16 +3,14 @@
 //! (`network-worker`) finishes them; results of any other job than the chunk's current one are
 //! ignored; failures and the request limit end in the chunk's `error`.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use common::queue::worker::{Delivery, Done, QueueOps, TaskRunner};
 use common::queue::{Task, TaskMessage};
 use common::store::ChunkOrder;
 use serde_json::{Value, json};
-use support::*;
 
 fn delivery() -> Delivery {
     Delivery { message_id: "m".into(), receive_count: 1, max_attempts: 5, deadline: None }

@@ -1,13 +1,11 @@
 //! The Vertex AI client against the fake Google of support/google.rs, which verifies the
 //! service account's signature the way Google's token endpoint does.
 
-mod support;
-
+use crate::support::google::{FakeGoogle, rsa_key};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::providers::vertex::{Part, ServiceAccount, VertexClient, VertexError};
 use serde_json::{Value, json};
-use support::google::{FakeGoogle, rsa_key};
 
 fn client(google: &FakeGoogle) -> VertexClient {
     // Base64 JSON, as GCP_SA_JSON is often given.

@@ -1,6 +1,5 @@
 //! A running Directus (the one `scripts/test.sh` starts, named by `DIRECTUS_TEST_*`) and its
 //! admin API, logins and users, for the tests that need Directus's own tokens.
-#![allow(dead_code)]
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use common::web::auth::{AuthError, Session, token_from_headers, verify};

@@ -5,15 +5,13 @@
 //! a write on "*", the streaming groups stream, and the schedules send messages the scheduler
 //! accepts. Each failure names the resource and the rule.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use axum::body::Body;
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
-use support::*;
 use tower::ServiceExt;
 
 fn repo_root() -> PathBuf {

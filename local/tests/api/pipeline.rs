@@ -3,11 +3,9 @@
 //! protocol, finished, merged and summarised (a local chat-completions server), all through the
 //! in-process queue and the same worker handlers Lambda runs.
 
-mod support;
-
+use crate::support::*;
 use common::store::ChunkOrder;
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 async fn a_recording_is_processed_end_to_end() {

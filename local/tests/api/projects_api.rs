@@ -1,12 +1,10 @@
 //! `/api/projects` over HTTP against echo-local.
 
-mod support;
-
 use std::io::Read;
 
+use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::*;
 
 const STRANGER: &str = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
 

@@ -1,6 +1,5 @@
 //! Shared by the black-box tests: start echo-local on random ports, read fixtures, upload the
 //! way a browser does.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;

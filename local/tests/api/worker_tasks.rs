@@ -1,16 +1,14 @@
 //! Task handlers one by one: twice on the same message ends as once; poison messages are
 //! acknowledged and recorded; a transient failure fails only its own record of a batch.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use common::queue::worker::{Delivery, Done, QueueOps, TaskError, TaskRunner, handle_batch};
 use common::queue::{Task, TaskMessage};
 use common::store::ChunkOrder;
 use serde_json::json;
-use support::*;
 
 fn delivery() -> Delivery {
     Delivery { message_id: "m".into(), receive_count: 1, max_attempts: 5, deadline: None }
@@ -592,7 +590,7 @@ async fn finished_assemblyai(text: &'static str) -> (String, std::sync::Arc<std:
 }
 
 /// echo-local transcribing with Dembrane-25-09 against the fake AssemblyAI and Google.
-async fn dembrane_app(assemblyai: String, google: &support::google::FakeGoogle) -> TestApp {
+async fn dembrane_app(assemblyai: String, google: &crate::support::google::FakeGoogle) -> TestApp {
     let (account, vertex) = (google.service_account_json(), google.base.clone());
     TestApp::start_with(|o| {
         o.settings.transcription.provider_name = Some("Dembrane-25-09".into());
@@ -607,7 +605,7 @@ async fn dembrane_app(assemblyai: String, google: &support::google::FakeGoogle) 
 #[tokio::test]
 async fn dembrane_25_09_corrects_assemblyai_with_gemini_hearing_the_audio() {
     let (assemblyai, submits) = finished_assemblyai("we met at the bark").await;
-    let google = support::google::FakeGoogle::start().await;
+    let google = crate::support::google::FakeGoogle::start().await;
     let app = dembrane_app(assemblyai, &google).await;
     let network = app.local.network_worker.clone();
     let cid = app.initiate().await;
@@ -658,7 +656,7 @@ async fn dembrane_25_09_corrects_assemblyai_with_gemini_hearing_the_audio() {
 #[tokio::test]
 async fn dembrane_25_09_stores_silence_as_nothing_to_transcribe_and_refusals_are_final() {
     let (assemblyai, _) = finished_assemblyai("").await;
-    let google = support::google::FakeGoogle::start().await;
+    let google = crate::support::google::FakeGoogle::start().await;
     let app = dembrane_app(assemblyai, &google).await;
     let cid = app.initiate().await;
     let transcribe = |chunk: &str| Task::TranscribeChunk {

@@ -2,14 +2,12 @@
 //! router, as the Lambda runtime hands it over: an event that no longer parses, or a
 //! route that no longer answers it, fails here.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::*;
 use common::store::NewConversation;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use support::*;
 use tower::ServiceExt;
 
 const CONVERSATION: &str = "33333333-3333-4333-8333-333333333333";

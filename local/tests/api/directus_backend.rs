@@ -2,12 +2,10 @@
 //! recording flow works against a real Directus with ECHO's schema (`scripts/test.sh` starts
 //! one with `scripts/directus.sh` and exports `DIRECTUS_TEST_URL` / `DIRECTUS_TEST_TOKEN`).
 
-mod support;
-
+use crate::support::*;
 use common::config::StoreSettings;
 use common::store::ChunkOrder;
 use serde_json::json;
-use support::*;
 
 /// echo-local whose Directus is a loopback port nothing listens on.
 async fn app_on_unreachable_directus() -> TestApp {

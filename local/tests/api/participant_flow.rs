@@ -1,9 +1,7 @@
 //! The recording flow over HTTP against echo-local's router and its embedded S3.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 fn task_names(app: &TestApp) -> Vec<String> {
     app.published().iter().map(|m| m["task"].as_str().unwrap().to_string()).collect()

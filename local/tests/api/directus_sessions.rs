@@ -4,14 +4,12 @@
 //! conversations endpoint accepts them from the project's owner and refuses everyone else.
 //! Needs the Directus `scripts/test.sh` starts (`DIRECTUS_TEST_*`).
 
-mod support;
-
+use crate::support::directus::{directus, now};
+use crate::support::*;
 use common::config::StoreSettings;
 use common::web::auth::{AuthError, Session, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::directus::{directus, now};
-use support::*;
 
 #[tokio::test]
 async fn directus_session_tokens_verify_with_the_shared_secret() {

@@ -2,15 +2,13 @@
 //! success shapes, merges of real recordings, and the LLM paths against a local server speaking
 //! the chat-completions protocol.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use chrono::TimeZone;
 use common::store::{ChunkOrder, NewChunk};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::*;
 
 const STRANGER: &str = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
 

@@ -3,13 +3,11 @@
 //! route, each fed to its router by lambda_events.rs) names a documented operation. A route
 //! added without an annotation therefore fails here.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
 const PLACEHOLDER_ID: &str = "00000000-0000-4000-8000-000000000000";
