@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 mod health;
 mod reply;
+mod retranscribe;
 mod routes;
 
 /// Everything a handler needs; cheap to clone.

@@ -6,20 +6,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use common::ApiError;
 use common::blob::PRESIGN_BROWSER;
 use common::flows::{merge, summary};
 use common::queue::Task;
-use common::store::{NewChunk, NewConversation, is_uuid};
+use common::store::is_uuid;
 use common::web::access::{CONVERSATION_NOT_FOUND, owned_conversation};
 use common::web::auth::Session;
 use common::web::http::{JsonBody, QueryParams};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::AppState;
+use crate::retranscribe::{self, RetranscribeBody};
 use common::web::openapi::ErrorBody;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -129,13 +127,6 @@ pub async fn summarize(State(state): State<AppState>, session: Session, Path(cid
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct RetranscribeBody {
-    new_conversation_name: String,
-    #[serde(default)]
-    use_pii_redaction: Option<bool>,
-}
-
 #[utoipa::path(post, path = "/api/conversations/{conversation_id}/retranscribe", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = RetranscribeBody, responses((status = 200, description = "A new conversation is being transcribed", body = Object, example = json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": "..."})), (status = 400, description = "Failed to merge audio files: {reason}", body = ErrorBody), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found; No content found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
 pub async fn retranscribe(
     State(state): State<AppState>,
@@ -144,62 +135,7 @@ pub async fn retranscribe(
     JsonBody(body): JsonBody<RetranscribeBody>,
 ) -> ApiResult<Json<Value>> {
     let (original, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
-    let merged = merge::merge_conversation(&state.services, &original.id).await?;
-    let duration = (merged.duration >= 0.0).then_some(merged.duration);
-
-    // The new conversation owns a copy of the audio, so deleting either never breaks the other (D40).
-    let new_id = Uuid::new_v4().to_string();
-    let fingerprint = merged.key.rsplit_once('-').map(|(_, f)| f.trim_end_matches(".mp3")).unwrap_or_default();
-    let copy_key = merge::merged_key(&new_id, fingerprint);
-    state.blob.copy(&merged.key, &copy_key).await?;
-    let copy_url = state.blob.url_for_key(&copy_key);
-    let name = if body.new_conversation_name.is_empty() {
-        format!("{} (retranscribed)", original.participant_name.clone().unwrap_or_default())
-    } else {
-        body.new_conversation_name
-    };
-    state
-        .store
-        .create_conversation(NewConversation {
-            id: new_id.clone(),
-            project_id: original.project_id.clone(),
-            participant_name: Some(name),
-            participant_email: original.participant_email.clone(),
-            participant_user_agent: original.participant_user_agent.clone(),
-            source: Some("CLONE".into()),
-            duration,
-            merged_audio_path: Some(copy_url.clone()),
-            ..Default::default()
-        })
-        .await?;
-    if let Err(err) = state.store.create_conversation_link(&original.id, &new_id, "CLONE").await {
-        tracing::warn!(%err, "linking the retranscribed conversation failed");
-    }
-
-    let chunk_id = Uuid::new_v4().to_string();
-    let queued = async {
-        state
-            .store
-            .create_chunk(NewChunk {
-                id: chunk_id.clone(),
-                conversation_id: new_id.clone(),
-                timestamp: Utc::now(),
-                path: Some(copy_url),
-                source: Some("CLONE".into()),
-                transcript: None,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let task =
-            Task::ProcessConversationChunk { chunk_id: chunk_id.clone(), use_pii_redaction: body.use_pii_redaction.unwrap_or(false) };
-        state.tasks.publish(task, Duration::ZERO).await.map_err(|e| e.to_string())
-    };
-    if let Err(reason) = queued.await {
-        let _ = state.store.delete_conversation(&new_id).await;
-        let _ = state.blob.delete(&copy_key).await;
-        return Err(ApiError::internal_with(format!("Failed to process audio: {reason}"), &reason));
-    }
-    tracing::info!(conversation_id = %original.id, new_conversation_id = %new_id, "retranscription queued");
+    let new_id = retranscribe::start(&state, &original, body).await?;
     Ok(Json(json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": new_id})))
 }
 

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 mod rate_limit;
 mod routes;
 pub mod schemas;
+mod upload;
 
 pub use rate_limit::RateLimiter;
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use chrono::Utc;
 use common::ApiError;
 use common::blob::{MAX_PATH_LEN, sanitize_filename};
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::schemas::*;
+use crate::upload::ChunkUpload;
 use common::web::openapi::ErrorBody;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -203,69 +204,30 @@ fn chunk_key(state: &AppState, conversation_id: &str, chunk_id: &str, filename: 
     format!("{prefix}{}", sanitize_filename(filename, room))
 }
 
-fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
-    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        too_large()
-    } else {
-        ApiError::invalid(vec![json!("body")], "multipart", err.body_text())
-    }
-}
-
-fn too_large() -> ApiError {
-    ApiError::PayloadTooLarge("File too large for direct upload. Use get-upload-url instead.".into())
+/// Stores the uploaded audio under the conversation and creates its chunk.
+async fn create_audio_chunk(state: &AppState, conversation: &Conversation, upload: ChunkUpload) -> ApiResult<PublicChunk> {
+    let chunk_id = Uuid::new_v4().to_string();
+    let key = chunk_key(state, &conversation.id, &chunk_id, &upload.file_name);
+    state.blob.put(&key, upload.data.into(), upload.content_type.as_deref()).await?;
+    let chunk = NewChunk {
+        id: chunk_id,
+        conversation_id: conversation.id.clone(),
+        timestamp: upload.timestamp,
+        path: Some(state.blob.url_for_key(&key)),
+        source: Some(upload.source.unwrap_or_else(|| "PORTAL_AUDIO".into())),
+        transcript: None,
+    };
+    create_chunk(state, conversation, chunk).await
 }
 
 #[utoipa::path(post, path = "/api/participant/conversations/{conversation_id}/upload-chunk", tag = "participant", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body(content = UploadChunkForm, content_type = "multipart/form-data"), responses((status = 200, description = "The new audio chunk (legacy direct upload)", body = PublicChunk), (status = 404, description = "Conversation not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody), (status = 413, description = "File too large for direct upload. Use get-upload-url instead.", body = ErrorBody)))]
 pub async fn upload_chunk(
     State(state): State<AppState>,
     Path(conversation_id): Path<String>,
-    mut form: Multipart,
+    upload: ChunkUpload,
 ) -> ApiResult<Json<PublicChunk>> {
-    let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
-    let mut timestamp = None;
-    let mut source = None;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-        match field.name().unwrap_or_default() {
-            "chunk" => {
-                let name = field.file_name().unwrap_or("chunk").to_string();
-                let content_type = field.content_type().map(str::to_string);
-                let mut data = Vec::new();
-                while let Some(bytes) = field.chunk().await.map_err(multipart_error)? {
-                    data.extend_from_slice(&bytes);
-                    if data.len() > crate::DIRECT_UPLOAD_MAX_BYTES {
-                        return Err(too_large());
-                    }
-                }
-                file = Some((name, content_type, data));
-            }
-            "timestamp" => {
-                let text = field.text().await.map_err(multipart_error)?;
-                let parsed = common::datetime::parse(&text).ok_or_else(|| {
-                    ApiError::invalid(vec![json!("body"), json!("timestamp")], "datetime_parsing", "Input should be a valid datetime")
-                })?;
-                timestamp = Some(parsed);
-            }
-            "source" => source = Some(field.text().await.map_err(multipart_error)?),
-            _ => {}
-        }
-    }
-    let (name, content_type, data) =
-        file.ok_or_else(|| ApiError::invalid(vec![json!("body"), json!("chunk")], "missing", "Field required"))?;
-    let timestamp = timestamp.ok_or_else(|| ApiError::invalid(vec![json!("body"), json!("timestamp")], "missing", "Field required"))?;
-
     let conversation = open_conversation(&state, &conversation_id).await?;
-    let chunk_id = Uuid::new_v4().to_string();
-    let key = chunk_key(&state, &conversation.id, &chunk_id, &name);
-    state.blob.put(&key, data.into(), content_type.as_deref()).await?;
-    let chunk = NewChunk {
-        id: chunk_id,
-        conversation_id: conversation.id.clone(),
-        timestamp,
-        path: Some(state.blob.url_for_key(&key)),
-        source: Some(source.unwrap_or_else(|| "PORTAL_AUDIO".into())),
-        transcript: None,
-    };
-    Ok(Json(create_chunk(&state, &conversation, chunk).await?))
+    Ok(Json(create_audio_chunk(&state, &conversation, upload).await?))
 }
 
 #[utoipa::path(post, path = "/api/participant/conversations/{conversation_id}/get-upload-url", tag = "participant", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = UploadUrlBody, responses((status = 200, description = "A presigned S3 POST for the chunk", body = UploadUrl), (status = 404, description = "Conversation not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody), (status = 429, description = "Too many upload requests. Please wait before uploading more files.", body = ErrorBody)))]
