@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::ApiError;
 use common::queue::Task;
-use common::store::{NewProject, Project};
+use common::store::{NewProject, Project, ProjectTag};
 use common::web::access::owned_project;
 use common::web::auth::Session;
 use common::web::http::JsonBody;
@@ -191,31 +191,22 @@ pub async fn clone_project(
     let source = owned_project(state.store.as_ref(), &session, &pid).await?;
     check_language(body.language.as_deref().filter(|l| !l.is_empty()))?;
     let id = Uuid::new_v4().to_string();
-    state
-        .store
-        .create_project(NewProject {
-            id: id.clone(),
-            directus_user_id: Some(session.user_id.clone()),
-            name: body.name.filter(|n| !n.is_empty()).or(source.name),
-            language: body.language.filter(|l| !l.is_empty()).or(source.language),
-            context: source.context,
-            is_conversation_allowed: source.is_conversation_allowed,
-            is_get_reply_enabled: source.is_get_reply_enabled,
-            is_project_notification_subscription_allowed: source.is_project_notification_subscription_allowed,
-            default_conversation_title: source.default_conversation_title,
-            default_conversation_description: source.default_conversation_description,
-            default_conversation_finish_text: source.default_conversation_finish_text,
-            image_generation_model: source.image_generation_model,
-            default_conversation_ask_for_participant_name: source.default_conversation_ask_for_participant_name,
-            default_conversation_tutorial_slug: source.default_conversation_tutorial_slug,
-            default_conversation_transcript_prompt: source.default_conversation_transcript_prompt,
-            conversation_ask_for_participant_name_label: source.conversation_ask_for_participant_name_label,
-            is_enhanced_audio_processing_enabled: source.is_enhanced_audio_processing_enabled,
-        })
-        .await?;
-    for tag in source.tags {
-        state.store.create_project_tag(&Uuid::new_v4().to_string(), &id, tag.text.as_deref(), tag.sort).await?;
-    }
+    let copy = NewProject {
+        name: body.name.filter(|n| !n.is_empty()).or_else(|| source.name.clone()),
+        language: body.language.filter(|l| !l.is_empty()).or_else(|| source.language.clone()),
+        ..NewProject::copy_of(&source, id.clone(), session.user_id.clone())
+    };
+    create_with_tags(&state, copy, &source.tags).await?;
     tracing::info!(project_id = %pid, new_project_id = %id, "project cloned");
     Ok(Json(id))
+}
+
+/// The project, then a copy of each tag in it.
+async fn create_with_tags(state: &AppState, project: NewProject, tags: &[ProjectTag]) -> ApiResult<()> {
+    let id = project.id.clone();
+    state.store.create_project(project).await?;
+    for tag in tags {
+        state.store.create_project_tag(&Uuid::new_v4().to_string(), &id, tag.text.as_deref(), tag.sort).await?;
+    }
+    Ok(())
 }
