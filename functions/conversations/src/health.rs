@@ -58,7 +58,23 @@ fn event(name: &str, data: &str) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-#[utoipa::path(get, path = "/api/conversations/health/stream", tag = "conversations", params(("conversation_ids" = Option<String>, Query, description = "Comma-separated conversation ids"), ("project_ids" = Option<String>, Query, description = "Comma-separated project ids (at most 20 ids in all)")), responses((status = 200, description = "Server-sent events: ping, health_update, error", content_type = "text/event-stream", body = String), (status = 400, description = "At least one of conversation_ids or project_ids must be provided; Too many IDs provided", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/health/stream",
+    tag = "conversations",
+    params(
+        ("conversation_ids" = Option<String>, Query, description = "Comma-separated conversation ids"),
+        ("project_ids" = Option<String>, Query, description = "Comma-separated project ids (at most 20 ids in all)"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: ping, health_update, error", content_type = "text/event-stream", body = String),
+        (
+            status = 400,
+            description = "At least one of conversation_ids or project_ids must be provided; Too many IDs provided",
+            body = ErrorBody,
+        ),
+    ),
+)]
 pub async fn stream(State(state): State<AppState>, query: QueryParams) -> Result<Response, ApiError> {
     let watched = Watched::from_query(&query)?;
     let deadline = Instant::now() + Duration::from_secs(state.settings.health_stream_max_seconds);

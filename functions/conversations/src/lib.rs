@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 mod health;
 mod reply;
+mod responses;
 mod retranscribe;
 mod routes;
 

@@ -17,8 +17,9 @@ use common::web::http::{JsonBody, QueryParams};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::responses::{ConversationOrContentNotFound, MergeFailed, NotYourConversation};
 use crate::retranscribe::{self, RetranscribeBody};
-use common::web::openapi::ErrorBody;
+use common::web::openapi::{ChunkIdParam, ConversationIdParam, ConversationNotFound, ErrorBody};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -26,7 +27,23 @@ const TOKEN_COUNT_TTL: Duration = Duration::from_secs(500);
 /// Artifacts of a deleted conversation are removed after this, once its row is surely gone (D40).
 const DELETE_ARTIFACTS_DELAY: Duration = Duration::from_secs(60);
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/counts", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Chunk counts", body = Object, example = json!({"total": 3, "processed": 2, "error": 1, "pending": 1, "ok": 1})), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/counts",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (
+            status = 200,
+            description = "Chunk counts",
+            body = Object,
+            example = json!({"total": 3, "processed": 2, "error": 1, "pending": 1, "ok": 1}),
+        ),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn counts(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
     let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let c = state.store.chunk_counts(&conversation.id).await?;
@@ -53,7 +70,25 @@ async fn presign_or_redirect(state: &AppState, url: &str, return_url: bool, sign
     Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, presigned)]).into_response())
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/content", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)"), ("force_merge" = Option<bool>, Query, description = "Merge again even if merged audio exists (default false)"), ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"), ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)")), responses((status = 307, description = "Redirect to a presigned URL of the merged audio"), (status = 200, description = "With return_url: the URL as a JSON string", body = String), (status = 400, description = "Failed to merge audio files: {reason}", body = ErrorBody), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found; No content found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/content",
+    tag = "conversations",
+    params(
+        ConversationIdParam,
+        ("force_merge" = Option<bool>, Query, description = "Merge again even if merged audio exists (default false)"),
+        ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"),
+        ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)"),
+    ),
+    responses(
+        (status = 307, description = "Redirect to a presigned URL of the merged audio"),
+        (status = 200, description = "With return_url: the URL as a JSON string", body = String),
+        MergeFailed,
+        NotYourConversation,
+        ConversationOrContentNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn content(State(state): State<AppState>, session: Session, Path(cid): Path<String>, query: QueryParams) -> ApiResult<Response> {
     let force_merge = query.bool("force_merge", false)?;
     let return_url = query.bool("return_url", false)?;
@@ -69,7 +104,25 @@ pub async fn content(State(state): State<AppState>, session: Session, Path(cid):
     presign_or_redirect(&state, &url, return_url, signed).await
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/chunks/{chunk_id}/content", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)"), ("chunk_id" = String, Path, description = "Chunk id (UUID)"), ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"), ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)")), responses((status = 307, description = "Redirect to a presigned URL of the chunk's audio"), (status = 200, description = "With return_url: the URL as a JSON string", body = String), (status = 400, description = "File is not valid (URL type not implemented)", body = ErrorBody), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found; No content found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/chunks/{chunk_id}/content",
+    tag = "conversations",
+    params(
+        ConversationIdParam,
+        ChunkIdParam,
+        ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"),
+        ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)"),
+    ),
+    responses(
+        (status = 307, description = "Redirect to a presigned URL of the chunk's audio"),
+        (status = 200, description = "With return_url: the URL as a JSON string", body = String),
+        (status = 400, description = "File is not valid (URL type not implemented)", body = ErrorBody),
+        NotYourConversation,
+        ConversationOrContentNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn chunk_content(
     State(state): State<AppState>,
     session: Session,
@@ -88,7 +141,21 @@ pub async fn chunk_content(
     presign_or_redirect(&state, &path, return_url, signed).await
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/transcript", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)"), ("include_project_data" = Option<bool>, Query, description = "Accepted, no effect")), responses((status = 200, description = "The transcript as a JSON string", body = String), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/transcript",
+    tag = "conversations",
+    params(
+        ConversationIdParam,
+        ("include_project_data" = Option<bool>, Query, description = "Accepted, no effect"),
+    ),
+    responses(
+        (status = 200, description = "The transcript as a JSON string", body = String),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn transcript(
     State(state): State<AppState>,
     session: Session,
@@ -100,7 +167,18 @@ pub async fn transcript(
     Ok(Json(summary::transcript(state.store.as_ref(), &conversation.id).await?))
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/token-count", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Tokens in the transcript (JSON integer)", body = usize), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/token-count",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (status = 200, description = "Tokens in the transcript (JSON integer)", body = usize),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn token_count(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<usize>> {
     let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let cached = state.token_counts.lock().unwrap_or_else(|p| p.into_inner()).get(&conversation.id).copied();
@@ -117,7 +195,23 @@ pub async fn token_count(State(state): State<AppState>, session: Session, Path(c
     Ok(Json(count))
 }
 
-#[utoipa::path(post, path = "/api/conversations/{conversation_id}/summarize", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Summary generated, or none for an empty transcript", body = Object, example = json!({"status": "success", "message": "Summary generated", "summary": "..."})), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{conversation_id}/summarize",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (
+            status = 200,
+            description = "Summary generated, or none for an empty transcript",
+            body = Object,
+            example = json!({"status": "success", "message": "Summary generated", "summary": "..."}),
+        ),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn summarize(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
     let (conversation, project) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let language = project.language.unwrap_or_else(|| "en".into());
@@ -127,7 +221,25 @@ pub async fn summarize(State(state): State<AppState>, session: Session, Path(cid
     }
 }
 
-#[utoipa::path(post, path = "/api/conversations/{conversation_id}/retranscribe", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = RetranscribeBody, responses((status = 200, description = "A new conversation is being transcribed", body = Object, example = json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": "..."})), (status = 400, description = "Failed to merge audio files: {reason}", body = ErrorBody), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found; No content found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{conversation_id}/retranscribe",
+    tag = "conversations",
+    params(ConversationIdParam),
+    request_body = RetranscribeBody,
+    responses(
+        (
+            status = 200,
+            description = "A new conversation is being transcribed",
+            body = Object,
+            example = json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": "..."}),
+        ),
+        MergeFailed,
+        NotYourConversation,
+        ConversationOrContentNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn retranscribe(
     State(state): State<AppState>,
     session: Session,
@@ -139,7 +251,23 @@ pub async fn retranscribe(
     Ok(Json(json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": new_id})))
 }
 
-#[utoipa::path(delete, path = "/api/conversations/{conversation_id}", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Deleted", body = Object, example = json!({"status": "success", "message": "Conversation deleted successfully"})), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/conversations/{conversation_id}",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (
+            status = 200,
+            description = "Deleted",
+            body = Object,
+            example = json!({"status": "success", "message": "Conversation deleted successfully"}),
+        ),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn delete_conversation(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
     let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let segment_ids = state.store.segment_ids(&conversation.id).await?;

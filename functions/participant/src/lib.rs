@@ -9,6 +9,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 mod rate_limit;
+mod responses;
 mod routes;
 pub mod schemas;
 mod upload;

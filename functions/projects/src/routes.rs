@@ -17,7 +17,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::AppState;
-use common::web::openapi::ErrorBody;
+use crate::responses::{LanguageNotSupported, NotYourProject};
+use common::web::openapi::{ErrorBody, ProjectIdParam, ProjectNotFound};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -94,7 +95,17 @@ impl From<Project> for ProjectSchema {
 }
 
 /// Only `name`, `context` and `language` are used (as ECHO); defaults are sent explicitly (D34).
-#[utoipa::path(post, path = "/api/projects", tag = "projects", request_body = CreateProjectBody, responses((status = 200, description = "The new project", body = ProjectSchema), (status = 400, description = "Language not supported", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects",
+    tag = "projects",
+    request_body = CreateProjectBody,
+    responses(
+        (status = 200, description = "The new project", body = ProjectSchema),
+        LanguageNotSupported,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn create_project(
     State(state): State<AppState>,
     session: Session,
@@ -119,7 +130,14 @@ pub async fn create_project(
 }
 
 /// As ECHO (FastAPI's slash redirect): the path without the slash.
-#[utoipa::path(post, path = "/api/projects/", tag = "projects", responses((status = 307, description = "Redirect to /api/projects (as ECHO)")))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/",
+    tag = "projects",
+    responses(
+        (status = 307, description = "Redirect to /api/projects (as ECHO)"),
+    ),
+)]
 pub async fn trailing_slash() -> Response {
     (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/api/projects")]).into_response()
 }
@@ -129,7 +147,19 @@ pub struct LibraryBody {
     language: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/projects/{project_id}/create-library", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = LibraryBody, responses((status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/create-library",
+    tag = "projects",
+    params(ProjectIdParam),
+    request_body = LibraryBody,
+    responses(
+        (status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)),
+        NotYourProject,
+        ProjectNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn create_library(
     State(state): State<AppState>,
     session: Session,
@@ -153,7 +183,19 @@ pub struct ViewBody {
     language: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/projects/{project_id}/create-view", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = ViewBody, responses((status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found; No analysis found for this project", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/create-view",
+    tag = "projects",
+    params(ProjectIdParam),
+    request_body = ViewBody,
+    responses(
+        (status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)),
+        NotYourProject,
+        (status = 404, description = "Project not found; No analysis found for this project", body = ErrorBody),
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn create_view(
     State(state): State<AppState>,
     session: Session,
@@ -181,7 +223,20 @@ pub struct CloneBody {
 }
 
 /// A copy of the project's settings and tags that belongs to the caller (D19).
-#[utoipa::path(post, path = "/api/projects/{project_id}/clone", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = CloneBody, responses((status = 200, description = "The new project's id (JSON string)", body = String), (status = 400, description = "Language not supported", body = ErrorBody), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/clone",
+    tag = "projects",
+    params(ProjectIdParam),
+    request_body = CloneBody,
+    responses(
+        (status = 200, description = "The new project's id (JSON string)", body = String),
+        LanguageNotSupported,
+        NotYourProject,
+        ProjectNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn clone_project(
     State(state): State<AppState>,
     session: Session,
