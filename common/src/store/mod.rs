@@ -87,6 +87,31 @@ pub struct NewProject {
     pub is_enhanced_audio_processing_enabled: Option<bool>,
 }
 
+impl NewProject {
+    /// A project `id` for `owner` with `source`'s settings (its tags are rows of their own).
+    pub fn copy_of(source: &Project, id: String, owner: String) -> Self {
+        NewProject {
+            id,
+            directus_user_id: Some(owner),
+            name: source.name.clone(),
+            language: source.language.clone(),
+            context: source.context.clone(),
+            is_conversation_allowed: source.is_conversation_allowed,
+            is_get_reply_enabled: source.is_get_reply_enabled,
+            is_project_notification_subscription_allowed: source.is_project_notification_subscription_allowed,
+            default_conversation_title: source.default_conversation_title.clone(),
+            default_conversation_description: source.default_conversation_description.clone(),
+            default_conversation_finish_text: source.default_conversation_finish_text.clone(),
+            image_generation_model: source.image_generation_model.clone(),
+            default_conversation_ask_for_participant_name: source.default_conversation_ask_for_participant_name,
+            default_conversation_tutorial_slug: source.default_conversation_tutorial_slug.clone(),
+            default_conversation_transcript_prompt: source.default_conversation_transcript_prompt.clone(),
+            conversation_ask_for_participant_name_label: source.conversation_ask_for_participant_name_label.clone(),
+            is_enhanced_audio_processing_enabled: source.is_enhanced_audio_processing_enabled,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectTag {
     pub id: String,

@@ -20,7 +20,14 @@ pub const X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time")
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Answers without touching any dependency.
-#[utoipa::path(get, path = "/api/health", tag = "health", responses((status = 200, description = "Always", body = Object, example = json!({"status": "ok"}))))]
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Always", body = Object, example = json!({"status": "ok"})),
+    ),
+)]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }

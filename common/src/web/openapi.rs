@@ -29,6 +29,43 @@ pub struct ErrorBody {
     detail: Value,
 }
 
+// Path parameters and error answers that routes of several functions share: annotations name
+// them in `params(...)` and `responses(...)`. They only describe the document; nothing builds them.
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ConversationIdParam {
+    /// Conversation id (UUID)
+    conversation_id: String,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ProjectIdParam {
+    /// Project id (UUID)
+    project_id: String,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ChunkIdParam {
+    /// Chunk id (UUID)
+    chunk_id: String,
+}
+
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "Conversation not found")]
+#[allow(dead_code)]
+pub struct ConversationNotFound(ErrorBody);
+
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "Project not found")]
+#[allow(dead_code)]
+pub struct ProjectNotFound(ErrorBody);
+
 /// The groups, in the order the document lists them.
 const TAGS: &[(&str, &str)] = &[
     ("health", "Liveness; answered by every HTTP function"),

@@ -26,58 +26,99 @@ fn ids(query: &QueryParams, name: &str) -> Vec<String> {
     query.str(name).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
+/// The conversations and projects a stream watches, as the query names them.
+struct Watched {
+    conversation_ids: Vec<String>,
+    project_ids: Vec<String>,
+}
+
+impl Watched {
+    fn from_query(query: &QueryParams) -> Result<Self, ApiError> {
+        let watched = Watched { conversation_ids: ids(query, "conversation_ids"), project_ids: ids(query, "project_ids") };
+        if watched.conversation_ids.is_empty() && watched.project_ids.is_empty() {
+            return Err(ApiError::bad_request("At least one of conversation_ids or project_ids must be provided"));
+        }
+        let n = watched.conversation_ids.len() + watched.project_ids.len();
+        if n > MAX_IDS {
+            return Err(ApiError::bad_request(format!("Too many IDs provided ({n}). Maximum allowed is {MAX_IDS}.")));
+        }
+        Ok(watched)
+    }
+
+    /// One conversation alone gets only its issue, not the whole health tree.
+    fn single_conversation(&self) -> Option<&str> {
+        match (self.conversation_ids.as_slice(), self.project_ids.is_empty()) {
+            ([only], true) => Some(only),
+            _ => None,
+        }
+    }
+}
+
 fn event(name: &str, data: &str) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-#[utoipa::path(get, path = "/api/conversations/health/stream", tag = "conversations", params(("conversation_ids" = Option<String>, Query, description = "Comma-separated conversation ids"), ("project_ids" = Option<String>, Query, description = "Comma-separated project ids (at most 20 ids in all)")), responses((status = 200, description = "Server-sent events: ping, health_update, error", content_type = "text/event-stream", body = String), (status = 400, description = "At least one of conversation_ids or project_ids must be provided; Too many IDs provided", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/health/stream",
+    tag = "conversations",
+    params(
+        ("conversation_ids" = Option<String>, Query, description = "Comma-separated conversation ids"),
+        ("project_ids" = Option<String>, Query, description = "Comma-separated project ids (at most 20 ids in all)"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: ping, health_update, error", content_type = "text/event-stream", body = String),
+        (
+            status = 400,
+            description = "At least one of conversation_ids or project_ids must be provided; Too many IDs provided",
+            body = ErrorBody,
+        ),
+    ),
+)]
 pub async fn stream(State(state): State<AppState>, query: QueryParams) -> Result<Response, ApiError> {
-    let conversation_ids = ids(&query, "conversation_ids");
-    let project_ids = ids(&query, "project_ids");
-    if conversation_ids.is_empty() && project_ids.is_empty() {
-        return Err(ApiError::bad_request("At least one of conversation_ids or project_ids must be provided"));
-    }
-    let n = conversation_ids.len() + project_ids.len();
-    if n > MAX_IDS {
-        return Err(ApiError::bad_request(format!("Too many IDs provided ({n}). Maximum allowed is {MAX_IDS}.")));
-    }
-    let single = conversation_ids.len() == 1 && project_ids.is_empty();
+    let watched = Watched::from_query(&query)?;
     let deadline = Instant::now() + Duration::from_secs(state.settings.health_stream_max_seconds);
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    tokio::spawn(async move {
-        let mut last_sent: Option<Value> = None;
-        let mut counter: u64 = 0;
-        while Instant::now() < deadline {
-            if tx.send(event("ping", &counter.to_string())).await.is_err() {
+    tokio::spawn(send_events(state, watched, deadline, tx));
+    Ok(common::web::http::event_stream_response(rx))
+}
+
+/// A ping every interval and the health whenever it changed, until the deadline, the client
+/// leaving, or a failure (sent as an `error` event).
+async fn send_events(state: AppState, watched: Watched, deadline: Instant, tx: mpsc::Sender<Bytes>) {
+    let mut last_sent: Option<Value> = None;
+    let mut counter: u64 = 0;
+    while Instant::now() < deadline {
+        if tx.send(event("ping", &counter.to_string())).await.is_err() {
+            return;
+        }
+        counter += 1;
+        let payload = match health(&state, &watched.conversation_ids, &watched.project_ids).await {
+            Ok(full) => match watched.single_conversation() {
+                Some(cid) => json!({"conversation_issue": full["projects"].as_object().and_then(|projects| {
+                    projects.values().find_map(|p| p["conversations"][cid].get("conversation_issue").cloned())
+                })}),
+                None => full,
+            },
+            Err(err) => {
+                tracing::error!(%err, "health computation failed");
+                let data = json!({"error": "Internal server error", "timestamp": Utc::now().timestamp_millis() as f64 / 1000.0});
+                let _ = tx.send(event("error", &data.to_string())).await;
                 return;
             }
-            counter += 1;
-            let payload = match health(&state, &conversation_ids, &project_ids).await {
-                Ok(full) if single => json!({"conversation_issue": full["projects"].as_object().and_then(|projects| {
-                    projects.values().find_map(|p| p["conversations"][&conversation_ids[0]].get("conversation_issue").cloned())
-                })}),
-                Ok(full) => full,
-                Err(err) => {
-                    tracing::error!(%err, "health computation failed");
-                    let data = json!({"error": "Internal server error", "timestamp": Utc::now().timestamp_millis() as f64 / 1000.0});
-                    let _ = tx.send(event("error", &data.to_string())).await;
-                    return;
-                }
-            };
-            if last_sent.as_ref() != Some(&payload) {
-                if tx.send(event("health_update", &payload.to_string())).await.is_err() {
-                    return;
-                }
-                last_sent = Some(payload);
+        };
+        if last_sent.as_ref() != Some(&payload) {
+            if tx.send(event("health_update", &payload.to_string())).await.is_err() {
+                return;
             }
-            let wait = INTERVAL.min(deadline.saturating_duration_since(Instant::now()));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = tx.closed() => return,
-            }
+            last_sent = Some(payload);
         }
-    });
-    Ok(common::web::http::event_stream_response(rx))
+        let wait = INTERVAL.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tx.closed() => return,
+        }
+    }
 }
 
 async fn health(state: &AppState, conversation_ids: &[String], project_ids: &[String]) -> Result<Value, common::store::StoreError> {

@@ -13,6 +13,8 @@ use utoipa_axum::routes;
 
 mod health;
 mod reply;
+mod responses;
+mod retranscribe;
 mod routes;
 
 /// Everything a handler needs; cheap to clone.

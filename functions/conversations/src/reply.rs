@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::AppState;
+use common::web::openapi::ConversationIdParam;
 
 const NEIGHBOUR_TOKENS: usize = 4000;
 const NEIGHBOURS_BUDGET: usize = 80_000;
@@ -31,7 +32,21 @@ fn frame(code: char, text: &str) -> Bytes {
     Bytes::from(format!("{code}:{}\n", serde_json::to_string(text).expect("strings serialize")))
 }
 
-#[utoipa::path(post, path = "/api/conversations/{conversation_id}/get-reply", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = ReplyBody, responses((status = 200, description = "AI-SDK data stream: 0:\"text\" frames, errors as 3:\"...\" frames", content_type = "text/event-stream", body = String)))]
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{conversation_id}/get-reply",
+    tag = "conversations",
+    params(ConversationIdParam),
+    request_body = ReplyBody,
+    responses(
+        (
+            status = 200,
+            description = "AI-SDK data stream: 0:\"text\" frames, errors as 3:\"...\" frames",
+            content_type = "text/event-stream",
+            body = String,
+        ),
+    ),
+)]
 pub async fn get_reply(State(state): State<AppState>, Path(cid): Path<String>, JsonBody(body): JsonBody<ReplyBody>) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     tokio::spawn(async move {

@@ -6,21 +6,20 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use common::ApiError;
 use common::blob::PRESIGN_BROWSER;
 use common::flows::{merge, summary};
 use common::queue::Task;
-use common::store::{NewChunk, NewConversation, is_uuid};
+use common::store::is_uuid;
 use common::web::access::{CONVERSATION_NOT_FOUND, owned_conversation};
 use common::web::auth::Session;
 use common::web::http::{JsonBody, QueryParams};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::AppState;
-use common::web::openapi::ErrorBody;
+use crate::responses::{ConversationOrContentNotFound, MergeFailed, NotYourConversation};
+use crate::retranscribe::{self, RetranscribeBody};
+use common::web::openapi::{ChunkIdParam, ConversationIdParam, ConversationNotFound, ErrorBody};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -28,7 +27,23 @@ const TOKEN_COUNT_TTL: Duration = Duration::from_secs(500);
 /// Artifacts of a deleted conversation are removed after this, once its row is surely gone (D40).
 const DELETE_ARTIFACTS_DELAY: Duration = Duration::from_secs(60);
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/counts", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Chunk counts", body = Object, example = json!({"total": 3, "processed": 2, "error": 1, "pending": 1, "ok": 1})), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/counts",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (
+            status = 200,
+            description = "Chunk counts",
+            body = Object,
+            example = json!({"total": 3, "processed": 2, "error": 1, "pending": 1, "ok": 1}),
+        ),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn counts(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
     let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let c = state.store.chunk_counts(&conversation.id).await?;
@@ -55,7 +70,25 @@ async fn presign_or_redirect(state: &AppState, url: &str, return_url: bool, sign
     Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, presigned)]).into_response())
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/content", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)"), ("force_merge" = Option<bool>, Query, description = "Merge again even if merged audio exists (default false)"), ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"), ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)")), responses((status = 307, description = "Redirect to a presigned URL of the merged audio"), (status = 200, description = "With return_url: the URL as a JSON string", body = String), (status = 400, description = "Failed to merge audio files: {reason}", body = ErrorBody), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found; No content found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/content",
+    tag = "conversations",
+    params(
+        ConversationIdParam,
+        ("force_merge" = Option<bool>, Query, description = "Merge again even if merged audio exists (default false)"),
+        ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"),
+        ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)"),
+    ),
+    responses(
+        (status = 307, description = "Redirect to a presigned URL of the merged audio"),
+        (status = 200, description = "With return_url: the URL as a JSON string", body = String),
+        MergeFailed,
+        NotYourConversation,
+        ConversationOrContentNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn content(State(state): State<AppState>, session: Session, Path(cid): Path<String>, query: QueryParams) -> ApiResult<Response> {
     let force_merge = query.bool("force_merge", false)?;
     let return_url = query.bool("return_url", false)?;
@@ -71,7 +104,25 @@ pub async fn content(State(state): State<AppState>, session: Session, Path(cid):
     presign_or_redirect(&state, &url, return_url, signed).await
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/chunks/{chunk_id}/content", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)"), ("chunk_id" = String, Path, description = "Chunk id (UUID)"), ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"), ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)")), responses((status = 307, description = "Redirect to a presigned URL of the chunk's audio"), (status = 200, description = "With return_url: the URL as a JSON string", body = String), (status = 400, description = "File is not valid (URL type not implemented)", body = ErrorBody), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found; No content found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/chunks/{chunk_id}/content",
+    tag = "conversations",
+    params(
+        ConversationIdParam,
+        ChunkIdParam,
+        ("return_url" = Option<bool>, Query, description = "Answer the URL as JSON instead of redirecting (default false)"),
+        ("signed" = Option<bool>, Query, description = "With return_url: presign the URL (default true)"),
+    ),
+    responses(
+        (status = 307, description = "Redirect to a presigned URL of the chunk's audio"),
+        (status = 200, description = "With return_url: the URL as a JSON string", body = String),
+        (status = 400, description = "File is not valid (URL type not implemented)", body = ErrorBody),
+        NotYourConversation,
+        ConversationOrContentNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn chunk_content(
     State(state): State<AppState>,
     session: Session,
@@ -90,7 +141,21 @@ pub async fn chunk_content(
     presign_or_redirect(&state, &path, return_url, signed).await
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/transcript", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)"), ("include_project_data" = Option<bool>, Query, description = "Accepted, no effect")), responses((status = 200, description = "The transcript as a JSON string", body = String), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/transcript",
+    tag = "conversations",
+    params(
+        ConversationIdParam,
+        ("include_project_data" = Option<bool>, Query, description = "Accepted, no effect"),
+    ),
+    responses(
+        (status = 200, description = "The transcript as a JSON string", body = String),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn transcript(
     State(state): State<AppState>,
     session: Session,
@@ -102,7 +167,18 @@ pub async fn transcript(
     Ok(Json(summary::transcript(state.store.as_ref(), &conversation.id).await?))
 }
 
-#[utoipa::path(get, path = "/api/conversations/{conversation_id}/token-count", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Tokens in the transcript (JSON integer)", body = usize), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{conversation_id}/token-count",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (status = 200, description = "Tokens in the transcript (JSON integer)", body = usize),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn token_count(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<usize>> {
     let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let cached = state.token_counts.lock().unwrap_or_else(|p| p.into_inner()).get(&conversation.id).copied();
@@ -119,7 +195,23 @@ pub async fn token_count(State(state): State<AppState>, session: Session, Path(c
     Ok(Json(count))
 }
 
-#[utoipa::path(post, path = "/api/conversations/{conversation_id}/summarize", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Summary generated, or none for an empty transcript", body = Object, example = json!({"status": "success", "message": "Summary generated", "summary": "..."})), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{conversation_id}/summarize",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (
+            status = 200,
+            description = "Summary generated, or none for an empty transcript",
+            body = Object,
+            example = json!({"status": "success", "message": "Summary generated", "summary": "..."}),
+        ),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn summarize(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
     let (conversation, project) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let language = project.language.unwrap_or_else(|| "en".into());
@@ -129,14 +221,25 @@ pub async fn summarize(State(state): State<AppState>, session: Session, Path(cid
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct RetranscribeBody {
-    new_conversation_name: String,
-    #[serde(default)]
-    use_pii_redaction: Option<bool>,
-}
-
-#[utoipa::path(post, path = "/api/conversations/{conversation_id}/retranscribe", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = RetranscribeBody, responses((status = 200, description = "A new conversation is being transcribed", body = Object, example = json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": "..."})), (status = 400, description = "Failed to merge audio files: {reason}", body = ErrorBody), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found; No content found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{conversation_id}/retranscribe",
+    tag = "conversations",
+    params(ConversationIdParam),
+    request_body = RetranscribeBody,
+    responses(
+        (
+            status = 200,
+            description = "A new conversation is being transcribed",
+            body = Object,
+            example = json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": "..."}),
+        ),
+        MergeFailed,
+        NotYourConversation,
+        ConversationOrContentNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn retranscribe(
     State(state): State<AppState>,
     session: Session,
@@ -144,66 +247,27 @@ pub async fn retranscribe(
     JsonBody(body): JsonBody<RetranscribeBody>,
 ) -> ApiResult<Json<Value>> {
     let (original, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
-    let merged = merge::merge_conversation(&state.services, &original.id).await?;
-    let duration = (merged.duration >= 0.0).then_some(merged.duration);
-
-    // The new conversation owns a copy of the audio, so deleting either never breaks the other (D40).
-    let new_id = Uuid::new_v4().to_string();
-    let fingerprint = merged.key.rsplit_once('-').map(|(_, f)| f.trim_end_matches(".mp3")).unwrap_or_default();
-    let copy_key = merge::merged_key(&new_id, fingerprint);
-    state.blob.copy(&merged.key, &copy_key).await?;
-    let copy_url = state.blob.url_for_key(&copy_key);
-    let name = if body.new_conversation_name.is_empty() {
-        format!("{} (retranscribed)", original.participant_name.clone().unwrap_or_default())
-    } else {
-        body.new_conversation_name
-    };
-    state
-        .store
-        .create_conversation(NewConversation {
-            id: new_id.clone(),
-            project_id: original.project_id.clone(),
-            participant_name: Some(name),
-            participant_email: original.participant_email.clone(),
-            participant_user_agent: original.participant_user_agent.clone(),
-            source: Some("CLONE".into()),
-            duration,
-            merged_audio_path: Some(copy_url.clone()),
-            ..Default::default()
-        })
-        .await?;
-    if let Err(err) = state.store.create_conversation_link(&original.id, &new_id, "CLONE").await {
-        tracing::warn!(%err, "linking the retranscribed conversation failed");
-    }
-
-    let chunk_id = Uuid::new_v4().to_string();
-    let queued = async {
-        state
-            .store
-            .create_chunk(NewChunk {
-                id: chunk_id.clone(),
-                conversation_id: new_id.clone(),
-                timestamp: Utc::now(),
-                path: Some(copy_url),
-                source: Some("CLONE".into()),
-                transcript: None,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let task =
-            Task::ProcessConversationChunk { chunk_id: chunk_id.clone(), use_pii_redaction: body.use_pii_redaction.unwrap_or(false) };
-        state.tasks.publish(task, Duration::ZERO).await.map_err(|e| e.to_string())
-    };
-    if let Err(reason) = queued.await {
-        let _ = state.store.delete_conversation(&new_id).await;
-        let _ = state.blob.delete(&copy_key).await;
-        return Err(ApiError::internal_with(format!("Failed to process audio: {reason}"), &reason));
-    }
-    tracing::info!(conversation_id = %original.id, new_conversation_id = %new_id, "retranscription queued");
+    let new_id = retranscribe::start(&state, &original, body).await?;
     Ok(Json(json!({"status": "success", "message": "Retranscription in progress", "new_conversation_id": new_id})))
 }
 
-#[utoipa::path(delete, path = "/api/conversations/{conversation_id}", tag = "conversations", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Deleted", body = Object, example = json!({"status": "success", "message": "Conversation deleted successfully"})), (status = 403, description = "You are not authorized to access this conversation", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/conversations/{conversation_id}",
+    tag = "conversations",
+    params(ConversationIdParam),
+    responses(
+        (
+            status = 200,
+            description = "Deleted",
+            body = Object,
+            example = json!({"status": "success", "message": "Conversation deleted successfully"}),
+        ),
+        NotYourConversation,
+        ConversationNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn delete_conversation(State(state): State<AppState>, session: Session, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
     let (conversation, _) = owned_conversation(state.store.as_ref(), &session, &cid).await?;
     let segment_ids = state.store.segment_ids(&conversation.id).await?;

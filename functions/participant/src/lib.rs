@@ -9,8 +9,10 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 mod rate_limit;
+mod responses;
 mod routes;
 pub mod schemas;
+mod upload;
 
 pub use rate_limit::RateLimiter;
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use chrono::Utc;
 use common::ApiError;
 use common::blob::{MAX_PATH_LEN, sanitize_filename};
@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::responses::{ConversationNotInProject, NotOpenForParticipation};
 use crate::schemas::*;
-use common::web::openapi::ErrorBody;
+use crate::upload::ChunkUpload;
+use common::web::openapi::{ChunkIdParam, ConversationIdParam, ConversationNotFound, ErrorBody, ProjectIdParam, ProjectNotFound};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -64,14 +66,35 @@ async fn open_conversation(state: &AppState, conversation_id: &str) -> ApiResult
     Ok(conversation)
 }
 
-#[utoipa::path(get, path = "/api/participant/projects/{project_id}", tag = "participant", params(("project_id" = String, Path, description = "Project id (UUID)")), responses((status = 200, description = "The project as the portal sees it", body = PublicProject), (status = 404, description = "Project not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/participant/projects/{project_id}",
+    tag = "participant",
+    params(ProjectIdParam),
+    responses(
+        (status = 200, description = "The project as the portal sees it", body = PublicProject),
+        ProjectNotFound,
+        NotOpenForParticipation,
+    ),
+)]
 pub async fn get_project(State(state): State<AppState>, Path(project_id): Path<String>) -> ApiResult<Json<PublicProject>> {
     let project = find_project(&state, &project_id).await?.ok_or_else(|| ApiError::not_found("Project not found"))?;
     require_open(&project)?;
     Ok(Json(project.into()))
 }
 
-#[utoipa::path(post, path = "/api/participant/projects/{project_id}/conversations/initiate", tag = "participant", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = InitiateBody, responses((status = 200, description = "The new conversation", body = PublicConversation), (status = 404, description = "Project not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/participant/projects/{project_id}/conversations/initiate",
+    tag = "participant",
+    params(ProjectIdParam),
+    request_body = InitiateBody,
+    responses(
+        (status = 200, description = "The new conversation", body = PublicConversation),
+        ProjectNotFound,
+        NotOpenForParticipation,
+    ),
+)]
 pub async fn initiate_conversation(
     State(state): State<AppState>,
     Path(project_id): Path<String>,
@@ -102,7 +125,17 @@ pub async fn initiate_conversation(
     Ok(Json(conversation.into()))
 }
 
-#[utoipa::path(get, path = "/api/participant/projects/{project_id}/conversations/{conversation_id}", tag = "participant", params(("project_id" = String, Path, description = "Project id (UUID)"), ("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "The conversation", body = PublicConversation), (status = 404, description = "Conversation not found (or of another project)", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/participant/projects/{project_id}/conversations/{conversation_id}",
+    tag = "participant",
+    params(ProjectIdParam, ConversationIdParam),
+    responses(
+        (status = 200, description = "The conversation", body = PublicConversation),
+        ConversationNotInProject,
+        NotOpenForParticipation,
+    ),
+)]
 pub async fn get_conversation(
     State(state): State<AppState>,
     Path((project_id, conversation_id)): Path<(String, String)>,
@@ -111,7 +144,17 @@ pub async fn get_conversation(
     Ok(Json(conversation.into()))
 }
 
-#[utoipa::path(get, path = "/api/participant/projects/{project_id}/conversations/{conversation_id}/chunks", tag = "participant", params(("project_id" = String, Path, description = "Project id (UUID)"), ("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "Its chunks, newest first", body = Vec<PublicChunk>), (status = 404, description = "Conversation not found (or of another project)", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/participant/projects/{project_id}/conversations/{conversation_id}/chunks",
+    tag = "participant",
+    params(ProjectIdParam, ConversationIdParam),
+    responses(
+        (status = 200, description = "Its chunks, newest first", body = Vec<PublicChunk>),
+        ConversationNotInProject,
+        NotOpenForParticipation,
+    ),
+)]
 pub async fn list_chunks(
     State(state): State<AppState>,
     Path((project_id, conversation_id)): Path<(String, String)>,
@@ -121,7 +164,16 @@ pub async fn list_chunks(
     Ok(Json(chunks.into_iter().map(PublicChunk::from).collect()))
 }
 
-#[utoipa::path(delete, path = "/api/participant/projects/{project_id}/conversations/{conversation_id}/chunks/{chunk_id}", tag = "participant", params(("project_id" = String, Path, description = "Project id (UUID)"), ("conversation_id" = String, Path, description = "Conversation id (UUID)"), ("chunk_id" = String, Path, description = "Chunk id (UUID)")), responses((status = 200, description = "JSON null", body = Option<String>, example = json!(null)), (status = 404, description = "Conversation not found; Chunk not found", body = ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/api/participant/projects/{project_id}/conversations/{conversation_id}/chunks/{chunk_id}",
+    tag = "participant",
+    params(ProjectIdParam, ConversationIdParam, ChunkIdParam),
+    responses(
+        (status = 200, description = "JSON null", body = Option<String>, example = json!(null)),
+        (status = 404, description = "Conversation not found; Chunk not found", body = ErrorBody),
+    ),
+)]
 pub async fn delete_chunk(
     State(state): State<AppState>,
     Path((project_id, conversation_id, chunk_id)): Path<(String, String, String)>,
@@ -178,7 +230,19 @@ async fn create_chunk(state: &AppState, conversation: &Conversation, chunk: NewC
     Ok(created.into())
 }
 
-#[utoipa::path(post, path = "/api/participant/conversations/{conversation_id}/upload-text", tag = "participant", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = UploadTextBody, responses((status = 200, description = "The new text chunk", body = PublicChunk), (status = 400, description = "Chunk must have either an audio file (file_obj or file_url) or a transcript.", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/participant/conversations/{conversation_id}/upload-text",
+    tag = "participant",
+    params(ConversationIdParam),
+    request_body = UploadTextBody,
+    responses(
+        (status = 200, description = "The new text chunk", body = PublicChunk),
+        (status = 400, description = "Chunk must have either an audio file (file_obj or file_url) or a transcript.", body = ErrorBody),
+        ConversationNotFound,
+        NotOpenForParticipation,
+    ),
+)]
 pub async fn upload_text(
     State(state): State<AppState>,
     Path(conversation_id): Path<String>,
@@ -203,72 +267,57 @@ fn chunk_key(state: &AppState, conversation_id: &str, chunk_id: &str, filename: 
     format!("{prefix}{}", sanitize_filename(filename, room))
 }
 
-fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
-    if err.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        too_large()
-    } else {
-        ApiError::invalid(vec![json!("body")], "multipart", err.body_text())
-    }
-}
-
-fn too_large() -> ApiError {
-    ApiError::PayloadTooLarge("File too large for direct upload. Use get-upload-url instead.".into())
-}
-
-#[utoipa::path(post, path = "/api/participant/conversations/{conversation_id}/upload-chunk", tag = "participant", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body(content = UploadChunkForm, content_type = "multipart/form-data"), responses((status = 200, description = "The new audio chunk (legacy direct upload)", body = PublicChunk), (status = 404, description = "Conversation not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody), (status = 413, description = "File too large for direct upload. Use get-upload-url instead.", body = ErrorBody)))]
-pub async fn upload_chunk(
-    State(state): State<AppState>,
-    Path(conversation_id): Path<String>,
-    mut form: Multipart,
-) -> ApiResult<Json<PublicChunk>> {
-    let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
-    let mut timestamp = None;
-    let mut source = None;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-        match field.name().unwrap_or_default() {
-            "chunk" => {
-                let name = field.file_name().unwrap_or("chunk").to_string();
-                let content_type = field.content_type().map(str::to_string);
-                let mut data = Vec::new();
-                while let Some(bytes) = field.chunk().await.map_err(multipart_error)? {
-                    data.extend_from_slice(&bytes);
-                    if data.len() > crate::DIRECT_UPLOAD_MAX_BYTES {
-                        return Err(too_large());
-                    }
-                }
-                file = Some((name, content_type, data));
-            }
-            "timestamp" => {
-                let text = field.text().await.map_err(multipart_error)?;
-                let parsed = common::datetime::parse(&text).ok_or_else(|| {
-                    ApiError::invalid(vec![json!("body"), json!("timestamp")], "datetime_parsing", "Input should be a valid datetime")
-                })?;
-                timestamp = Some(parsed);
-            }
-            "source" => source = Some(field.text().await.map_err(multipart_error)?),
-            _ => {}
-        }
-    }
-    let (name, content_type, data) =
-        file.ok_or_else(|| ApiError::invalid(vec![json!("body"), json!("chunk")], "missing", "Field required"))?;
-    let timestamp = timestamp.ok_or_else(|| ApiError::invalid(vec![json!("body"), json!("timestamp")], "missing", "Field required"))?;
-
-    let conversation = open_conversation(&state, &conversation_id).await?;
+/// Stores the uploaded audio under the conversation and creates its chunk.
+async fn create_audio_chunk(state: &AppState, conversation: &Conversation, upload: ChunkUpload) -> ApiResult<PublicChunk> {
     let chunk_id = Uuid::new_v4().to_string();
-    let key = chunk_key(&state, &conversation.id, &chunk_id, &name);
-    state.blob.put(&key, data.into(), content_type.as_deref()).await?;
+    let key = chunk_key(state, &conversation.id, &chunk_id, &upload.file_name);
+    state.blob.put(&key, upload.data.into(), upload.content_type.as_deref()).await?;
     let chunk = NewChunk {
         id: chunk_id,
         conversation_id: conversation.id.clone(),
-        timestamp,
+        timestamp: upload.timestamp,
         path: Some(state.blob.url_for_key(&key)),
-        source: Some(source.unwrap_or_else(|| "PORTAL_AUDIO".into())),
+        source: Some(upload.source.unwrap_or_else(|| "PORTAL_AUDIO".into())),
         transcript: None,
     };
-    Ok(Json(create_chunk(&state, &conversation, chunk).await?))
+    create_chunk(state, conversation, chunk).await
 }
 
-#[utoipa::path(post, path = "/api/participant/conversations/{conversation_id}/get-upload-url", tag = "participant", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = UploadUrlBody, responses((status = 200, description = "A presigned S3 POST for the chunk", body = UploadUrl), (status = 404, description = "Conversation not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody), (status = 429, description = "Too many upload requests. Please wait before uploading more files.", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/participant/conversations/{conversation_id}/upload-chunk",
+    tag = "participant",
+    params(ConversationIdParam),
+    request_body(content = UploadChunkForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The new audio chunk (legacy direct upload)", body = PublicChunk),
+        ConversationNotFound,
+        NotOpenForParticipation,
+        (status = 413, description = "File too large for direct upload. Use get-upload-url instead.", body = ErrorBody),
+    ),
+)]
+pub async fn upload_chunk(
+    State(state): State<AppState>,
+    Path(conversation_id): Path<String>,
+    upload: ChunkUpload,
+) -> ApiResult<Json<PublicChunk>> {
+    let conversation = open_conversation(&state, &conversation_id).await?;
+    Ok(Json(create_audio_chunk(&state, &conversation, upload).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/participant/conversations/{conversation_id}/get-upload-url",
+    tag = "participant",
+    params(ConversationIdParam),
+    request_body = UploadUrlBody,
+    responses(
+        (status = 200, description = "A presigned S3 POST for the chunk", body = UploadUrl),
+        ConversationNotFound,
+        NotOpenForParticipation,
+        (status = 429, description = "Too many upload requests. Please wait before uploading more files.", body = ErrorBody),
+    ),
+)]
 pub async fn get_upload_url(
     State(state): State<AppState>,
     Path(conversation_id): Path<String>,
@@ -302,7 +351,24 @@ async fn uploaded_object_exists(state: &AppState, key: &str) -> ApiResult<bool> 
     Ok(false)
 }
 
-#[utoipa::path(post, path = "/api/participant/conversations/{conversation_id}/confirm-upload", tag = "participant", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), request_body = ConfirmUploadBody, responses((status = 200, description = "The chunk of the upload (the same one on a repeat)", body = PublicChunk), (status = 400, description = "Invalid chunk_id; file_url does not belong to this conversation; File not found in S3", body = ErrorBody), (status = 404, description = "Conversation not found", body = ErrorBody), (status = 403, description = "Conversation not open for participation", body = ErrorBody), (status = 409, description = "chunk_id already used for a different upload", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/participant/conversations/{conversation_id}/confirm-upload",
+    tag = "participant",
+    params(ConversationIdParam),
+    request_body = ConfirmUploadBody,
+    responses(
+        (status = 200, description = "The chunk of the upload (the same one on a repeat)", body = PublicChunk),
+        (
+            status = 400,
+            description = "Invalid chunk_id; file_url does not belong to this conversation; File not found in S3",
+            body = ErrorBody,
+        ),
+        ConversationNotFound,
+        NotOpenForParticipation,
+        (status = 409, description = "chunk_id already used for a different upload", body = ErrorBody),
+    ),
+)]
 pub async fn confirm_upload(
     State(state): State<AppState>,
     Path(conversation_id): Path<String>,
@@ -360,7 +426,16 @@ async fn repeat_confirm(state: &AppState, conversation_id: &str, chunk_id: &str,
     Ok(Json(existing.into()))
 }
 
-#[utoipa::path(post, path = "/api/participant/conversations/{conversation_id}/finish", tag = "participant", params(("conversation_id" = String, Path, description = "Conversation id (UUID)")), responses((status = 200, description = "JSON string \"OK\"", body = String, example = json!("OK")), (status = 404, description = "Conversation not found", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/participant/conversations/{conversation_id}/finish",
+    tag = "participant",
+    params(ConversationIdParam),
+    responses(
+        (status = 200, description = "JSON string \"OK\"", body = String, example = json!("OK")),
+        ConversationNotFound,
+    ),
+)]
 pub async fn finish_conversation(State(state): State<AppState>, Path(conversation_id): Path<String>) -> ApiResult<Json<&'static str>> {
     let conversation = find_conversation(&state, &conversation_id).await?;
     state.tasks.publish(Task::FinishConversationHook { conversation_id: conversation.id.clone() }, Duration::ZERO).await?;
@@ -368,7 +443,16 @@ pub async fn finish_conversation(State(state): State<AppState>, Path(conversatio
     Ok(Json("OK"))
 }
 
-#[utoipa::path(post, path = "/api/participant/report/subscribe", tag = "participant", request_body = SubscribeBody, responses((status = 200, description = "Subscribed", body = Object, example = json!({"status": "success"})), (status = 400, description = "Some emails failed (object detail: message, failed)", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/participant/report/subscribe",
+    tag = "participant",
+    request_body = SubscribeBody,
+    responses(
+        (status = 200, description = "Subscribed", body = Object, example = json!({"status": "success"})),
+        (status = 400, description = "Some emails failed (object detail: message, failed)", body = ErrorBody),
+    ),
+)]
 pub async fn subscribe(State(state): State<AppState>, JsonBody(body): JsonBody<SubscribeBody>) -> ApiResult<Json<Value>> {
     let mut failed = Vec::new();
     for email in body.emails {
@@ -409,7 +493,17 @@ async fn subscribe_one(state: &AppState, email: &str, project_id: &str, conversa
         .map(drop)
 }
 
-#[utoipa::path(post, path = "/api/participant/{project_id}/report/unsubscribe", tag = "participant", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = UnsubscribeBody, responses((status = 200, description = "Opt-in updated", body = Object, example = json!({"success": true})), (status = 404, description = "No data found", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/api/participant/{project_id}/report/unsubscribe",
+    tag = "participant",
+    params(ProjectIdParam),
+    request_body = UnsubscribeBody,
+    responses(
+        (status = 200, description = "Opt-in updated", body = Object, example = json!({"success": true})),
+        (status = 404, description = "No data found", body = ErrorBody),
+    ),
+)]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     Path(project_id): Path<String>,
@@ -426,7 +520,19 @@ pub async fn unsubscribe(
     Ok(Json(json!({"success": true})))
 }
 
-#[utoipa::path(get, path = "/api/participant/report/unsubscribe/eligibility", tag = "participant", params(("token" = String, Query, description = "Opt-out token from the email"), ("project_id" = String, Query, description = "Project id")), responses((status = 200, description = "Whether the link can unsubscribe", body = Object, example = json!({"data": {"eligible": true}})), (status = 400, description = "Invalid or missing unsubscribe link.", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/api/participant/report/unsubscribe/eligibility",
+    tag = "participant",
+    params(
+        ("token" = String, Query, description = "Opt-out token from the email"),
+        ("project_id" = String, Query, description = "Project id"),
+    ),
+    responses(
+        (status = 200, description = "Whether the link can unsubscribe", body = Object, example = json!({"data": {"eligible": true}})),
+        (status = 400, description = "Invalid or missing unsubscribe link.", body = ErrorBody),
+    ),
+)]
 pub async fn unsubscribe_eligibility(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,

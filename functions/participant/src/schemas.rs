@@ -156,6 +156,7 @@ pub struct UnsubscribeBody {
 }
 
 /// The legacy upload-chunk form (documentation only: the handler reads the fields itself).
+// upload::ChunkUpload reads these fields; the doc line is the schema's description, kept as is.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct UploadChunkForm {

@@ -8,6 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod report;
+mod responses;
 mod routes;
 mod transcripts;
 

@@ -14,7 +14,8 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use common::web::openapi::ErrorBody;
+use crate::responses::NotYourProject;
+use common::web::openapi::{ProjectIdParam, ProjectNotFound};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReportBody {
@@ -30,7 +31,23 @@ struct ReportConversation {
     updated_at: String,
 }
 
-#[utoipa::path(post, path = "/api/projects/{project_id}/create-report", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = ReportBody, responses((status = 200, description = "The created project_report item (id, content, project_id, language, status, date_created)", body = Object), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/create-report",
+    tag = "projects",
+    params(ProjectIdParam),
+    request_body = ReportBody,
+    responses(
+        (
+            status = 200,
+            description = "The created project_report item (id, content, project_id, language, status, date_created)",
+            body = Object,
+        ),
+        NotYourProject,
+        ProjectNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn create_report(
     State(state): State<AppState>,
     session: Session,

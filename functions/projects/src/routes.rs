@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::ApiError;
 use common::queue::Task;
-use common::store::{NewProject, Project};
+use common::store::{NewProject, Project, ProjectTag};
 use common::web::access::owned_project;
 use common::web::auth::Session;
 use common::web::http::JsonBody;
@@ -17,7 +17,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::AppState;
-use common::web::openapi::ErrorBody;
+use crate::responses::{LanguageNotSupported, NotYourProject};
+use common::web::openapi::{ErrorBody, ProjectIdParam, ProjectNotFound};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -94,7 +95,17 @@ impl From<Project> for ProjectSchema {
 }
 
 /// Only `name`, `context` and `language` are used (as ECHO); defaults are sent explicitly (D34).
-#[utoipa::path(post, path = "/api/projects", tag = "projects", request_body = CreateProjectBody, responses((status = 200, description = "The new project", body = ProjectSchema), (status = 400, description = "Language not supported", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects",
+    tag = "projects",
+    request_body = CreateProjectBody,
+    responses(
+        (status = 200, description = "The new project", body = ProjectSchema),
+        LanguageNotSupported,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn create_project(
     State(state): State<AppState>,
     session: Session,
@@ -119,7 +130,14 @@ pub async fn create_project(
 }
 
 /// As ECHO (FastAPI's slash redirect): the path without the slash.
-#[utoipa::path(post, path = "/api/projects/", tag = "projects", responses((status = 307, description = "Redirect to /api/projects (as ECHO)")))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/",
+    tag = "projects",
+    responses(
+        (status = 307, description = "Redirect to /api/projects (as ECHO)"),
+    ),
+)]
 pub async fn trailing_slash() -> Response {
     (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/api/projects")]).into_response()
 }
@@ -129,7 +147,19 @@ pub struct LibraryBody {
     language: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/projects/{project_id}/create-library", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = LibraryBody, responses((status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/create-library",
+    tag = "projects",
+    params(ProjectIdParam),
+    request_body = LibraryBody,
+    responses(
+        (status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)),
+        NotYourProject,
+        ProjectNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn create_library(
     State(state): State<AppState>,
     session: Session,
@@ -153,7 +183,19 @@ pub struct ViewBody {
     language: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/projects/{project_id}/create-view", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = ViewBody, responses((status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found; No analysis found for this project", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/create-view",
+    tag = "projects",
+    params(ProjectIdParam),
+    request_body = ViewBody,
+    responses(
+        (status = 202, description = "Queued; JSON null", body = Option<String>, example = json!(null)),
+        NotYourProject,
+        (status = 404, description = "Project not found; No analysis found for this project", body = ErrorBody),
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn create_view(
     State(state): State<AppState>,
     session: Session,
@@ -181,7 +223,20 @@ pub struct CloneBody {
 }
 
 /// A copy of the project's settings and tags that belongs to the caller (D19).
-#[utoipa::path(post, path = "/api/projects/{project_id}/clone", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), request_body = CloneBody, responses((status = 200, description = "The new project's id (JSON string)", body = String), (status = 400, description = "Language not supported", body = ErrorBody), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/clone",
+    tag = "projects",
+    params(ProjectIdParam),
+    request_body = CloneBody,
+    responses(
+        (status = 200, description = "The new project's id (JSON string)", body = String),
+        LanguageNotSupported,
+        NotYourProject,
+        ProjectNotFound,
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn clone_project(
     State(state): State<AppState>,
     session: Session,
@@ -191,31 +246,22 @@ pub async fn clone_project(
     let source = owned_project(state.store.as_ref(), &session, &pid).await?;
     check_language(body.language.as_deref().filter(|l| !l.is_empty()))?;
     let id = Uuid::new_v4().to_string();
-    state
-        .store
-        .create_project(NewProject {
-            id: id.clone(),
-            directus_user_id: Some(session.user_id.clone()),
-            name: body.name.filter(|n| !n.is_empty()).or(source.name),
-            language: body.language.filter(|l| !l.is_empty()).or(source.language),
-            context: source.context,
-            is_conversation_allowed: source.is_conversation_allowed,
-            is_get_reply_enabled: source.is_get_reply_enabled,
-            is_project_notification_subscription_allowed: source.is_project_notification_subscription_allowed,
-            default_conversation_title: source.default_conversation_title,
-            default_conversation_description: source.default_conversation_description,
-            default_conversation_finish_text: source.default_conversation_finish_text,
-            image_generation_model: source.image_generation_model,
-            default_conversation_ask_for_participant_name: source.default_conversation_ask_for_participant_name,
-            default_conversation_tutorial_slug: source.default_conversation_tutorial_slug,
-            default_conversation_transcript_prompt: source.default_conversation_transcript_prompt,
-            conversation_ask_for_participant_name_label: source.conversation_ask_for_participant_name_label,
-            is_enhanced_audio_processing_enabled: source.is_enhanced_audio_processing_enabled,
-        })
-        .await?;
-    for tag in source.tags {
-        state.store.create_project_tag(&Uuid::new_v4().to_string(), &id, tag.text.as_deref(), tag.sort).await?;
-    }
+    let copy = NewProject {
+        name: body.name.filter(|n| !n.is_empty()).or_else(|| source.name.clone()),
+        language: body.language.filter(|l| !l.is_empty()).or_else(|| source.language.clone()),
+        ..NewProject::copy_of(&source, id.clone(), session.user_id.clone())
+    };
+    create_with_tags(&state, copy, &source.tags).await?;
     tracing::info!(project_id = %pid, new_project_id = %id, "project cloned");
     Ok(Json(id))
+}
+
+/// The project, then a copy of each tag in it.
+async fn create_with_tags(state: &AppState, project: NewProject, tags: &[ProjectTag]) -> ApiResult<()> {
+    let id = project.id.clone();
+    state.store.create_project(project).await?;
+    for tag in tags {
+        state.store.create_project_tag(&Uuid::new_v4().to_string(), &id, tag.text.as_deref(), tag.sort).await?;
+    }
+    Ok(())
 }

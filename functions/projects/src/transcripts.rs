@@ -13,7 +13,8 @@ use common::web::access::owned_project;
 use common::web::auth::Session;
 
 use crate::AppState;
-use common::web::openapi::ErrorBody;
+use crate::responses::NotYourProject;
+use common::web::openapi::{ErrorBody, ProjectIdParam};
 
 /// Alphanumerics kept, runs of anything else collapsed to one `_`, trimmed, cut to `max`.
 fn slug(text: &str, max: usize) -> String {
@@ -55,7 +56,22 @@ fn content_disposition(name: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")).expect("ascii only")
 }
 
-#[utoipa::path(get, path = "/api/projects/{project_id}/transcripts", tag = "projects", params(("project_id" = String, Path, description = "Project id (UUID)")), responses((status = 200, description = "A zip of the transcripts, as an attachment", content_type = "application/zip", body = Vec<u8>), (status = 403, description = "User does not have access to this project", body = ErrorBody), (status = 404, description = "Project not found; No conversations found for this project; No transcripts available for this project", body = ErrorBody)), security(("directus_session_cookie" = []), ("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/transcripts",
+    tag = "projects",
+    params(ProjectIdParam),
+    responses(
+        (status = 200, description = "A zip of the transcripts, as an attachment", content_type = "application/zip", body = Vec<u8>),
+        NotYourProject,
+        (
+            status = 404,
+            description = "Project not found; No conversations found for this project; No transcripts available for this project",
+            body = ErrorBody,
+        ),
+    ),
+    security(("directus_session_cookie" = []), ("bearer" = [])),
+)]
 pub async fn download(State(state): State<AppState>, session: Session, Path(pid): Path<String>) -> Result<Response, ApiError> {
     let project = owned_project(state.store.as_ref(), &session, &pid).await?;
     let conversations = state.store.list_conversations(&project.id).await?;

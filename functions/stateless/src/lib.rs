@@ -68,13 +68,20 @@ fn authorized(state: &AppState, headers: &HeaderMap, query: &QueryParams) -> boo
     post,
     path = "/api/stateless/webhook/transcribe",
     tag = "stateless",
-    params(("token" = Option<String>, Query, description = "The shared secret, when not sent as X-Webhook-Token")),
+    params(
+        ("token" = Option<String>, Query, description = "The shared secret, when not sent as X-Webhook-Token"),
+    ),
     request_body(content = Object, description = "RunPod's job status object: id, status, output", content_type = "application/json"),
-    security(("webhook_token" = [])),
     responses(
-        (status = 200, description = "JSON null, also for payloads that are ignored (another job, no chunk)", body = Option<String>, example = json!(null)),
+        (
+            status = 200,
+            description = "JSON null, also for payloads that are ignored (another job, no chunk)",
+            body = Option<String>,
+            example = json!(null),
+        ),
         (status = 401, description = "Invalid webhook token", body = common::web::openapi::ErrorBody),
-    )
+    ),
+    security(("webhook_token" = [])),
 )]
 async fn webhook_transcribe(State(state): State<AppState>, headers: HeaderMap, query: QueryParams, body: Bytes) -> Response {
     if !authorized(&state, &headers, &query) {
