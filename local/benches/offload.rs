@@ -114,7 +114,8 @@ fn main() {
     runtime.block_on(async {
         offload_overhead().await;
         println!(
-            "ECHO's failure scenario: {CLIENTS} clients on GET /api/participant/projects/{{id}}, store call blocks {} ms, {LOAD_SECONDS} s each",
+            "ECHO's failure scenario: {CLIENTS} clients on GET /api/participant/projects/{{id}}, \
+             store call blocks {} ms, {LOAD_SECONDS} s each",
             STALL.as_millis()
         );
         for size in [1, 16, 64] {

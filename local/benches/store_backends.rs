@@ -174,13 +174,13 @@ fn main() {
     let (url, token, own) = directus();
     runtime.block_on(async {
         println!(
-            "GET /api/participant/projects/{{id}} on echo-local, {} s per run after {} s warm-up (2 cores shared by clients, echo-local and the store)",
+            "GET /api/participant/projects/{{id}} on echo-local, {} s per run after {} s warm-up \
+             (2 cores shared by clients, echo-local and the store)",
             MEASURE.as_secs(),
             WARMUP.as_secs()
         );
         backend("sqlite", None).await;
-        backend("directus", Some(StoreSettings::Directus { base_url: url, token: Some(token), timeout_seconds: 10, page_size: 500 }))
-            .await;
+        backend("directus", Some(StoreSettings::Directus { base_url: url, token: Some(token), timeout_seconds: 10, page_size: 500 })).await;
     });
     drop(own);
 }

@@ -261,7 +261,8 @@ mod tests {
 
     #[test]
     fn answers_are_read_from_the_first_candidate() {
-        let answer = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "{\"corrected_transcript\": "}, {"text": "\"Hi.\", \"note\": \"\"}"}]}, "finishReason": "STOP"}]});
+        let parts = json!([{"text": "{\"corrected_transcript\": "}, {"text": "\"Hi.\", \"note\": \"\"}"}]);
+        let answer = json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]});
         assert_eq!(parse_answer(&answer.to_string()).unwrap(), json!({"corrected_transcript": "Hi.", "note": ""}));
         let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}});
         assert!(matches!(parse_answer(&blocked.to_string()), Err(VertexError::Transient(r)) if r.contains("SAFETY")));
@@ -272,7 +273,8 @@ mod tests {
     #[test]
     fn service_accounts_must_hold_a_key() {
         assert!(matches!(ServiceAccount::parse("not json"), Err(VertexError::Config(_))));
-        let no_key = json!({"client_email": "a@b", "project_id": "p", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"});
+        let pem = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let no_key = json!({"client_email": "a@b", "project_id": "p", "private_key": pem});
         assert!(matches!(ServiceAccount::parse(&no_key.to_string()), Err(VertexError::Config(r)) if r.contains("PKCS#8")));
         let base64 = STANDARD.encode(no_key.to_string());
         assert!(matches!(ServiceAccount::parse(&base64), Err(VertexError::Config(r)) if r.contains("PKCS#8")), "base64 JSON is read too");

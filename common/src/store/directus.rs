@@ -1184,7 +1184,10 @@ mod tests {
 
     #[test]
     fn rows_tolerate_sqlite_and_postgres_encodings() {
-        let v = json!({"id": 7, "b1": 1, "b0": "false", "n": "42", "t": "2025-10-16T12:34:56.000Z", "naive": "2025-10-16T12:34:56", "rel": {"id": "u"}});
+        let v = json!({
+            "id": 7, "b1": 1, "b0": "false", "n": "42",
+            "t": "2025-10-16T12:34:56.000Z", "naive": "2025-10-16T12:34:56", "rel": {"id": "u"}
+        });
         let r = Row::new("x", &v).unwrap();
         assert_eq!(r.string("id").as_deref(), Some("7"));
         assert_eq!((r.bool("b1"), r.bool("b0"), r.bool("missing")), (Some(true), Some(false), None));

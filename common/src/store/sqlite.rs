@@ -76,7 +76,9 @@ fn parse_ts(value: Option<String>) -> Option<DateTime<Utc>> {
 }
 
 fn is_unique_violation(err: &rusqlite::Error) -> bool {
-    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+    use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+    let rusqlite::Error::SqliteFailure(e, _) = err else { return false };
+    matches!(e.extended_code, SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE)
 }
 
 impl SqliteStore {
@@ -302,7 +304,8 @@ impl Store for SqliteStore {
                  is_get_reply_enabled, is_project_notification_subscription_allowed, default_conversation_title, \
                  default_conversation_description, default_conversation_finish_text, image_generation_model, \
                  default_conversation_ask_for_participant_name, default_conversation_tutorial_slug, \
-                 default_conversation_transcript_prompt, conversation_ask_for_participant_name_label, is_enhanced_audio_processing_enabled) \
+                 default_conversation_transcript_prompt, conversation_ask_for_participant_name_label, \
+                 is_enhanced_audio_processing_enabled) \
                  VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, 0), coalesce(?9, 0), ?10, ?11, ?12, coalesce(?13, 'PLACEHOLDER'), \
                  coalesce(?14, 1), coalesce(?15, 'none'), ?16, ?17, coalesce(?18, 0))",
                 params![
@@ -557,7 +560,8 @@ impl Store for SqliteStore {
         let (source_id, target_id, link_type) = (source_id.to_string(), target_id.to_string(), link_type.to_string());
         self.call("conversation_link", move |conn| {
             conn.execute(
-                "INSERT INTO conversation_link (source_conversation_id, target_conversation_id, link_type, date_created) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO conversation_link (source_conversation_id, target_conversation_id, link_type, date_created) \
+                 VALUES (?1, ?2, ?3, ?4)",
                 params![source_id, target_id, link_type, now()],
             )
             .map(drop)
@@ -582,10 +586,12 @@ impl Store for SqliteStore {
         self.call("conversation_reply", move |conn| {
             let id = uuid::Uuid::new_v4().to_string();
             conn.execute(
-                "INSERT INTO conversation_reply (id, conversation_id, reply, content_text, type, date_created) VALUES (?1, ?2, ?2, ?3, ?4, ?5)",
+                "INSERT INTO conversation_reply (id, conversation_id, reply, content_text, type, date_created) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5)",
                 params![id, cid, text, kind, now()],
             )?;
-            conn.query_row("SELECT id, conversation_id, content_text, type, date_created FROM conversation_reply WHERE id = ?1", [id], reply_from_row)
+            let sql = "SELECT id, conversation_id, content_text, type, date_created FROM conversation_reply WHERE id = ?1";
+            conn.query_row(sql, [id], reply_from_row)
         })
         .await
     }
@@ -781,7 +787,10 @@ impl Store for SqliteStore {
         let (email, project_id) = (email.to_string(), project_id.to_string());
         self.call("project_report_notification_participants", move |conn| {
             conn.query_row(
-                &format!("SELECT {PARTICIPANT_COLUMNS} FROM project_report_notification_participants WHERE email = ?1 AND project_id = ?2 ORDER BY id LIMIT 1"),
+                &format!(
+                    "SELECT {PARTICIPANT_COLUMNS} FROM project_report_notification_participants \
+                     WHERE email = ?1 AND project_id = ?2 ORDER BY id LIMIT 1"
+                ),
                 params![email, project_id],
                 participant_from_row,
             )
@@ -794,7 +803,8 @@ impl Store for SqliteStore {
         self.call("project_report_notification_participants", move |conn| {
             let id = uuid::Uuid::new_v4().to_string();
             conn.execute(
-                "INSERT INTO project_report_notification_participants (id, email, project_id, conversation_id, email_opt_in, email_opt_out_token, date_submitted) \
+                "INSERT INTO project_report_notification_participants \
+                 (id, email, project_id, conversation_id, email_opt_in, email_opt_out_token, date_submitted) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![id, row.email, row.project_id, row.conversation_id, row.email_opt_in, uuid::Uuid::new_v4().to_string(), now()],
             )?;
@@ -819,7 +829,8 @@ impl Store for SqliteStore {
         let (project_id, token) = (project_id.to_string(), token.to_string());
         self.call("project_report_notification_participants", move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {PARTICIPANT_COLUMNS} FROM project_report_notification_participants WHERE project_id = ?1 AND email_opt_out_token = ?2 ORDER BY id"
+                "SELECT {PARTICIPANT_COLUMNS} FROM project_report_notification_participants \
+                 WHERE project_id = ?1 AND email_opt_out_token = ?2 ORDER BY id"
             ))?;
             stmt.query_map(params![project_id, token], participant_from_row)?.collect()
         })

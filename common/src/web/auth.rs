@@ -195,7 +195,10 @@ mod tests {
     #[test]
     fn a_directus_token_gives_its_user() {
         let token = sign(
-            &json!({"id": "u-1", "role": "r", "app_access": true, "admin_access": false, "iat": NOW - 10, "exp": NOW + 900, "iss": "directus"}),
+            &json!({
+                "id": "u-1", "role": "r", "app_access": true, "admin_access": false,
+                "iat": NOW - 10, "exp": NOW + 900, "iss": "directus"
+            }),
             SECRET,
         );
         assert_eq!(verify(&token, SECRET, NOW), Ok(Session { user_id: "u-1".into(), is_admin: false }));

@@ -313,7 +313,10 @@ async fn missing_items_on_writes_are_not_found_and_deletes_check_existence() {
 
 #[tokio::test]
 async fn lists_are_paged_under_a_total_order() {
-    let row = |i: u32| json!({ "id": format!("00000000-0000-4000-8000-00000000000{i}"), "conversation_id": CONVERSATION_ID, "timestamp": "2025-10-16T12:00:00Z" });
+    let row = |i: u32| {
+        let id = format!("00000000-0000-4000-8000-00000000000{i}");
+        json!({ "id": id, "conversation_id": CONVERSATION_ID, "timestamp": "2025-10-16T12:00:00Z" })
+    };
     let fake = Fake::start_with(
         vec![
             answer(200, json!({ "data": [row(1), row(2)] })),

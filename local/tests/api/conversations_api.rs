@@ -314,7 +314,8 @@ async fn frames(res: reqwest::Response) -> Vec<(char, String)> {
 
 #[tokio::test]
 async fn get_reply_streams_the_response_and_stores_it() {
-    let answer = "<detailed_analysis>They talk about parking.</detailed_analysis>\n<response>Parking came up twice. What would help most?</response>";
+    let answer = "<detailed_analysis>They talk about parking.</detailed_analysis>\n\
+                  <response>Parking came up twice. What would help most?</response>";
     let llm = FakeLlm::start(LlmBehaviour::Reply(answer.into())).await;
     let app = TestApp::start_dashboard(Some(&llm)).await;
     let (_, cid) = app.owned_conversation(OWNER).await;

@@ -552,7 +552,8 @@ fn streaming_groups_stream_every_route() {
             assert_eq!(
                 mode.as_deref(),
                 Some("RESPONSE_STREAM"),
-                "{function}.{event} ({route}): {binary} runs the streaming runtime, so every route must use ResponseTransferMode RESPONSE_STREAM"
+                "{function}.{event} ({route}): {binary} runs the streaming runtime, \
+                 so every route must use ResponseTransferMode RESPONSE_STREAM"
             );
             assert_eq!(t.timeout(&function), 900, "{function}: streaming functions run up to 15 minutes");
         } else {

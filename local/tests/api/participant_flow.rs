@@ -20,7 +20,10 @@ async fn a_participant_records_a_conversation_end_to_end() {
     let (status, conversation) = app
         .post(
             &format!("/api/participant/projects/{PROJECT}/conversations/initiate"),
-            json!({"name": "Ada", "email": "ada@example.org", "pin": "1234", "user_agent": "test", "tag_id_list": [TAG, "deleted-tag"], "source": "PORTAL_AUDIO"}),
+            json!({
+                "name": "Ada", "email": "ada@example.org", "pin": "1234", "user_agent": "test",
+                "tag_id_list": [TAG, "deleted-tag"], "source": "PORTAL_AUDIO"
+            }),
         )
         .await;
     assert_eq!(status, 200, "{conversation}");

@@ -188,7 +188,8 @@ async fn poison_messages_are_acknowledged_and_recorded() {
     let db = app.db();
     let failed: i64 = db
         .query_row(
-            "SELECT count(*) FROM processing_status WHERE event = 'task_process_conversation_chunk.split_audio_chunk.failed' AND conversation_chunk_id = ?1",
+            "SELECT count(*) FROM processing_status \
+             WHERE event = 'task_process_conversation_chunk.split_audio_chunk.failed' AND conversation_chunk_id = ?1",
             [&corrupt],
             |r| r.get(0),
         )

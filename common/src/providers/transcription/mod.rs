@@ -197,9 +197,8 @@ mod tests {
         assert!(matches!(Transcriber::from_settings(&s), Err(TranscribeError::Config(m)) if m.contains("GCP_SA_JSON")));
         let s = transcription(&[("TRANSCRIPTION_PROVIDER", "Dembrane-25-09"), ("ASSEMBLYAI_API_KEY", "k"), ("GCP_SA_JSON", "{}")]);
         assert!(matches!(Transcriber::from_settings(&s), Err(TranscribeError::Config(m)) if m.contains("GCP_SA_JSON has no")));
-        assert!(
-            matches!(Transcriber::from_settings(&transcription(&[])), Err(TranscribeError::Config(m)) if m.contains("TRANSCRIPTION_PROVIDER"))
-        );
+        let unnamed = Transcriber::from_settings(&transcription(&[]));
+        assert!(matches!(unnamed, Err(TranscribeError::Config(m)) if m.contains("TRANSCRIPTION_PROVIDER")));
         let s = transcription(&[("TRANSCRIPTION_PROVIDER", "AssemblyAI")]);
         assert!(matches!(Transcriber::from_settings(&s), Err(TranscribeError::Config(m)) if m.contains("ASSEMBLYAI_API_KEY")));
         let s = transcription(&[("ENABLE_ASSEMBLYAI_TRANSCRIPTION", "true"), ("ASSEMBLYAI_API_KEY", "k")]);

@@ -178,7 +178,10 @@ mod tests {
         };
         assert_eq!(
             runpod_request(&input, Some("https://api/x")),
-            json!({"input": {"audio": "https://s3/a.mp3", "hotwords": "a, b", "conversation_chunk_id": "c1", "language": "en"}, "webhook": "https://api/x"})
+            json!({
+                "input": {"audio": "https://s3/a.mp3", "hotwords": "a, b", "conversation_chunk_id": "c1", "language": "en"},
+                "webhook": "https://api/x"
+            })
         );
         let bare = RunPodInput { hotwords: vec![], language: None, ..input };
         let body = runpod_request(&bare, None);

@@ -424,11 +424,13 @@ pub const WEBHOOK_SECRET: &str = "hook-secret";
 
 impl FakeRunpod {
     pub async fn start() -> Self {
+        use axum::Json;
         use axum::extract::{Path, State};
+        use axum::http::HeaderMap;
         use axum::response::IntoResponse;
         type Shared = std::sync::Arc<std::sync::Mutex<RunpodState>>;
         let state: Shared = Default::default();
-        let run = |State(state): State<Shared>, Path(endpoint): Path<String>, headers: axum::http::HeaderMap, body: axum::Json<Value>| async move {
+        let run = |State(state): State<Shared>, Path(endpoint): Path<String>, headers: HeaderMap, body: Json<Value>| async move {
             let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let (id, auto) = {
                 let mut s = state.lock().unwrap();
