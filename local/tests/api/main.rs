@@ -9,6 +9,7 @@ mod deployment_template;
 mod directus_backend;
 mod directus_sessions;
 mod lambda_events;
+mod layout;
 mod openapi;
 mod participant_flow;
 mod pipeline;
