@@ -63,7 +63,7 @@ pub struct DatabaseSettings {
     /// `DATABASE_URL` with any SQLAlchemy driver suffix dropped (`postgresql+psycopg://` ->
     /// `postgresql://`); unset: the resources endpoints answer 503.
     pub url: Option<String>,
-    /// `DATABASE_TIMEOUT_SECONDS`: bounds opening a connection and each statement.
+    /// `DATABASE_TIMEOUT_SECONDS`: bounds waiting for and opening a connection, and each statement.
     pub timeout_seconds: u64,
 }
 
@@ -431,7 +431,7 @@ impl Settings {
             },
             database: DatabaseSettings {
                 url: var("DATABASE_URL").map(|u| without_driver_suffix(&u)),
-                timeout_seconds: number("DATABASE_TIMEOUT_SECONDS", 10)?.max(1),
+                timeout_seconds: number("DATABASE_TIMEOUT_SECONDS", 5)?.max(1),
             },
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),
@@ -528,7 +528,7 @@ mod tests {
     fn database_url_drops_the_driver_suffix() {
         let s = settings(&[("DATABASE_URL", "postgresql+psycopg://u:p@db:5432/echo?sslmode=require")]).unwrap();
         assert_eq!(s.database.url.as_deref(), Some("postgresql://u:p@db:5432/echo?sslmode=require"));
-        assert_eq!(s.database.timeout_seconds, 10);
+        assert_eq!(s.database.timeout_seconds, 5);
         assert_eq!(without_driver_suffix("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(settings(&[]).unwrap().database.url, None);
         assert!(!format!("{:?}", s.database).contains("u:p"), "the password stays out of Debug output");

@@ -105,8 +105,10 @@ impl Failure {
 impl Connection {
     /// The open connection, or a new one (`true` when new).
     async fn client(&self) -> Result<(Arc<Client>, bool), DbError> {
-        // Held while connecting, so concurrent requests share one new connection.
-        let mut slot = self.client.lock().await;
+        // Held while connecting, so concurrent requests share one new connection; waiting for it
+        // is bounded too, so requests queued behind a hanging connect do not add up.
+        let waited = tokio::time::timeout(self.timeout, self.client.lock()).await;
+        let mut slot = waited.map_err(|_| DbError::Unavailable(format!("waited over {:?} for the connection", self.timeout)))?;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok((client.clone(), false));
         }
