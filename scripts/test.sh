@@ -2,7 +2,8 @@
 # Runs every check and test. Installs the Python tools the tests use (moto's SQS server, the
 # SAM CLI, cfn-lint) into a venv outside the repository on first use, and starts a Directus with
 # ECHO's schema (scripts/directus.sh; installed into ~/.cache on first use, ~5 minutes) on a free
-# loopback port for the Directus store's tests, stopping it afterwards.
+# loopback port for the Directus store's tests, and a throw-away PostgreSQL (scripts/postgres.sh,
+# Debian's `postgresql` package) for the resources tests, stopping both afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +26,22 @@ cfn-lint template.yaml
 snapshot="${ECHO_DIRECTUS_SNAPSHOT:-../shared/data/directus-snapshot}"
 DIRECTUS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export DIRECTUS_PORT
-trap 'bash scripts/directus.sh stop --purge' EXIT
+pg_dir=""
+cleanup() {
+  bash scripts/directus.sh stop --purge || true
+  if [ -n "$pg_dir" ]; then bash scripts/postgres.sh stop "$pg_dir" || true; fi
+}
+trap cleanup EXIT
 directus_env=$(bash scripts/directus.sh start "$snapshot")
 eval "$directus_env"
 export DIRECTUS_TEST_URL="$DIRECTUS_BASE_URL" DIRECTUS_TEST_TOKEN="$DIRECTUS_TOKEN" DIRECTUS_TEST_SECRET="$DIRECTUS_SECRET"
 export DIRECTUS_TEST_ADMIN_EMAIL="$DIRECTUS_ADMIN_EMAIL" DIRECTUS_TEST_ADMIN_PASSWORD="$DIRECTUS_ADMIN_PASSWORD"
 # Only the tests read these; echo-local in the tests picks its store itself.
 unset ECHO_STORE DIRECTUS_BASE_URL DIRECTUS_TOKEN DIRECTUS_SECRET
+
+# PostgreSQL for the resources tests: exports RESOURCES_TEST_DATABASE_URL.
+postgres_env=$(bash scripts/postgres.sh start)
+eval "$postgres_env"
+pg_dir="$ECHO_PG_DIR"
 
 cargo test --workspace

@@ -57,6 +57,36 @@ pub struct ApiSettings {
     pub runpod_webhook_secret: Option<String>,
 }
 
+/// The Postgres database of the legacy `document` table (resources only, data-model.md §3.20).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL` with any SQLAlchemy driver suffix dropped (`postgresql+psycopg://` ->
+    /// `postgresql://`); unset: the resources endpoints answer 503.
+    pub url: Option<String>,
+    /// `DATABASE_TIMEOUT_SECONDS`: bounds waiting for and opening a connection, and each statement.
+    pub timeout_seconds: u64,
+}
+
+// The URL carries a password: never in logs.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+/// `postgresql+psycopg://...` -> `postgresql://...`: the driver is SQLAlchemy's business.
+pub fn without_driver_suffix(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.contains('+') => {
+            format!("{}://{rest}", scheme.split('+').next().unwrap_or_default())
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// RunPod diarization (data-model.md §4.8).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiarizationSettings {
@@ -257,6 +287,7 @@ pub struct Settings {
     pub runpod_diarization: bool,
     pub diarization: DiarizationSettings,
     pub topic_modeler: TopicModelerSettings,
+    pub database: DatabaseSettings,
     pub health_stream_max_seconds: u64,
     pub build_version: String,
     pub debug_mode: bool,
@@ -398,6 +429,10 @@ impl Settings {
                 url: var("RUNPOD_TOPIC_MODELER_URL").map(|u| u.trim_end_matches('/').to_string()),
                 api_key: var("RUNPOD_TOPIC_MODELER_API_KEY"),
             },
+            database: DatabaseSettings {
+                url: var("DATABASE_URL").map(|u| without_driver_suffix(&u)),
+                timeout_seconds: number("DATABASE_TIMEOUT_SECONDS", 5)?.max(1),
+            },
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),
             debug_mode: parse_bool(var("DEBUG_MODE").as_deref()),
@@ -487,6 +522,16 @@ mod tests {
         assert!(matches!(s.require(&["STORAGE_S3_ENDPOINT"]), Err(ConfigError::Missing("STORAGE_S3_ENDPOINT"))));
         let d = settings(&[("ECHO_STORE", "directus")]).unwrap();
         assert!(matches!(d.require(&["DIRECTUS_TOKEN"]), Err(ConfigError::Missing("DIRECTUS_TOKEN"))));
+    }
+
+    #[test]
+    fn database_url_drops_the_driver_suffix() {
+        let s = settings(&[("DATABASE_URL", "postgresql+psycopg://u:p@db:5432/echo?sslmode=require")]).unwrap();
+        assert_eq!(s.database.url.as_deref(), Some("postgresql://u:p@db:5432/echo?sslmode=require"));
+        assert_eq!(s.database.timeout_seconds, 5);
+        assert_eq!(without_driver_suffix("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(settings(&[]).unwrap().database.url, None);
+        assert!(!format!("{:?}", s.database).contains("u:p"), "the password stays out of Debug output");
     }
 
     fn provider(pairs: &[(&str, &str)]) -> Result<TranscriptionProvider, ConfigError> {

@@ -9,6 +9,8 @@ pub enum Dependency {
     Queue,
     Rag,
     Llm,
+    /// The Postgres database of the legacy `document` table (spec/api.md §2.7).
+    Resources,
 }
 
 impl Dependency {
@@ -20,6 +22,8 @@ impl Dependency {
             Dependency::Queue => "Task queue is unavailable, please try again later",
             Dependency::Rag => "RAG service is unavailable, please try again later",
             Dependency::Llm => "LLM provider is unavailable, please try again later",
+            // The spec's own text for every resources outage: unset, no table, or down.
+            Dependency::Resources => "Resources are unavailable",
         }
     }
 }

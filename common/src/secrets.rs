@@ -23,6 +23,8 @@ pub const SECRET_SETTINGS: &[&str] = &[
     "RUNPOD_WEBHOOK_SECRET",
     "RUNPOD_TOPIC_MODELER_API_KEY",
     "GCP_SA_JSON",
+    // Holds the database password.
+    "DATABASE_URL",
 ];
 
 pub const PARAMETER_SUFFIX: &str = "_SSM_PARAMETER";

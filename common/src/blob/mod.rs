@@ -204,6 +204,15 @@ impl Blob {
         Ok(req.uri().to_string())
     }
 
+    /// A GET URL like `presigned_get` whose response carries `content_type` whatever the object
+    /// was stored with (S3's `response-content-type`).
+    pub async fn presigned_get_as(&self, key: &str, expires: Duration, content_type: &str) -> Result<String, BlobError> {
+        let config = PresigningConfig::expires_in(expires).map_err(|e| BlobError::Other(e.to_string()))?;
+        let get = self.browser_client.get_object().bucket(&self.bucket).key(key).response_content_type(content_type);
+        let req = get.presigned(config).await.map_err(classify)?;
+        Ok(req.uri().to_string())
+    }
+
     /// A browser POST upload to exactly `key` with exactly `content_type`.
     pub async fn presigned_post(&self, key: &str, content_type: &str, now: DateTime<Utc>) -> Result<PresignedPost, BlobError> {
         let creds = self.credentials.provide_credentials().await.map_err(|e| BlobError::Unavailable(format!("credentials: {e}")))?;

@@ -73,6 +73,7 @@ const TAGS: &[(&str, &str)] = &[
     ("conversations", "Dashboard conversation endpoints, get-reply and the health stream"),
     ("projects", "Dashboard project endpoints"),
     ("stateless", "Callbacks from other services (RunPod's transcription webhook)"),
+    ("resources", "Legacy project documents (PDFs): the Postgres `document` table"),
 ];
 
 /// One error response with the JSON error body.

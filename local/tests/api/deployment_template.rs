@@ -258,7 +258,7 @@ fn every_function_builds_a_workspace_binary() {
         );
         built.insert(binary.to_string());
     }
-    for expected in ["participant", "conversations", "projects", "stateless", "audio-worker", "network-worker", "scheduler"] {
+    for expected in ["participant", "conversations", "projects", "stateless", "resources", "audio-worker", "network-worker", "scheduler"] {
         assert!(built.contains(expected), "no function in template.yaml builds the {expected} binary");
     }
     let architectures = &t.doc["Parameters"]["Architecture"];
@@ -282,6 +282,7 @@ const SAMPLES: &[(&str, &str, &str)] = &[
     ("/api/projects", "POST", "/api/projects"),
     ("/api/projects/{proxy+}", "GET", "/api/projects/11111111-1111-4111-8111-111111111111/transcripts"),
     ("/api/stateless/{proxy+}", "POST", "/api/stateless/webhook/transcribe"),
+    ("/api/resources/{proxy+}", "GET", "/api/resources/66666666-6666-4666-8666-666666666666"),
 ];
 
 /// Routes no function owns: the function they go to answers the JSON 404 (api.md §1.1, D1).
@@ -295,6 +296,7 @@ const REQUIRED_ROUTES: &[(&str, &str)] = &[
     ("/api/projects", "projects"),
     ("/api/projects/{proxy+}", "projects"),
     ("/api/stateless/{proxy+}", "stateless"),
+    ("/api/resources/{proxy+}", "resources"),
     ("/{proxy+}", "participant"),
 ];
 
@@ -346,6 +348,7 @@ async fn every_api_route_reaches_its_functions_router() {
             "conversations" => conversations::router(conversations::AppState::new(services.clone())),
             "projects" => projects::router(projects::AppState::new(services.clone())),
             "stateless" => stateless::router(stateless::AppState::new(services.clone())),
+            "resources" => resources::router(resources::AppState::new(services.clone())),
             other => panic!("an API route goes to {other:?}, which has no HTTP router"),
         }
     };
@@ -654,7 +657,8 @@ fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
         assert_eq!(readable, given, "{name}: the role reads exactly the parameters the function is given");
         checked += given.len();
     }
-    // Directus token x6, secret x2, LLM keys x4, transcription keys x3, the RunPod webhook secret
-    // x2, the topic modeler key and the Vertex service account (template.yaml "Secrets").
-    assert_eq!(checked, 19);
+    // Directus token x7, secret x3, LLM keys x4, transcription keys x3, the RunPod webhook secret
+    // x2, the topic modeler key, the Vertex service account and the database URL (template.yaml
+    // "Secrets").
+    assert_eq!(checked, 22);
 }

@@ -94,7 +94,9 @@ async fn every_participant_event_reaches_its_route() {
 #[tokio::test]
 async fn every_event_file_is_covered() {
     let mut files = Vec::new();
-    for dir in ["", "participant", "conversations", "projects", "stateless", "tasks", "scheduler"].map(|d| events_dir().join(d)) {
+    for dir in
+        ["", "participant", "conversations", "projects", "stateless", "resources", "tasks", "scheduler"].map(|d| events_dir().join(d))
+    {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -224,6 +226,40 @@ async fn every_conversations_event_reaches_its_route() {
     let (status, _) = invoke_on(router(), "conversations/delete-conversation.json").await;
     assert_eq!(status, 200);
     assert_eq!(app.local.store.get_conversation(CONVERSATION).await.unwrap(), None);
+}
+
+/// The document the resources events name (events/gen_resources_events.py).
+const RESOURCE: &str = "66666666-6666-4666-8666-666666666666";
+
+#[tokio::test]
+async fn every_resources_event_reaches_its_route() {
+    let pg = crate::support::postgres::Pg::fresh(true).await;
+    let url = pg.url.clone();
+    let app = TestApp::start_with(move |o| {
+        o.settings.auth.directus_secret = Some(EVENTS_SECRET.into());
+        o.settings.database.url = Some(url);
+    })
+    .await;
+    app.db().execute("UPDATE project SET directus_user_id = ?1 WHERE id = ?2", [EVENTS_OWNER, PROJECT]).unwrap();
+    let key = "resources/budget-2025.pdf";
+    app.local.state.blob.put(key, b"%PDF-1.4\n%%EOF\n".to_vec().into(), Some("application/pdf")).await.unwrap();
+    let path = Some(app.local.state.blob.url_for_key(key));
+    let row = crate::support::postgres::Row { id: RESOURCE, project: PROJECT, path, title: Some("Budget 2025"), ..Default::default() };
+    pg.insert(row).await;
+    let router = || resources::router(resources::AppState::new(app.local.state.services.clone()));
+    for (file, expected) in [
+        ("resources/get-resource.json", 200),
+        ("resources/resource-content.json", 307),
+        ("resources/update-resource.json", 200),
+        ("resources/delete-resource.json", 200),
+    ] {
+        let (status, body) = invoke_on(router(), file).await;
+        assert_eq!(status, expected, "{file}: {body:?}");
+        if file.ends_with("update-resource.json") {
+            assert_eq!(body.unwrap()["title"], "Budget 2025 (annotated)");
+        }
+    }
+    assert_eq!(pg.row(RESOURCE).await, None, "the delete event removed the row");
 }
 
 #[derive(Default)]

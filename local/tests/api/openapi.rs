@@ -152,7 +152,7 @@ fn every_route_event_names_a_documented_operation() {
     let templates: BTreeSet<String> = documented.keys().map(|(_, p)| p.clone()).collect();
 
     let mut files: Vec<PathBuf> = vec![events_dir().join("health.json")];
-    for group in ["participant", "conversations", "projects", "stateless"] {
+    for group in ["participant", "conversations", "projects", "stateless", "resources"] {
         for entry in std::fs::read_dir(events_dir().join(group)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -180,12 +180,19 @@ fn every_route_event_names_a_documented_operation() {
 
     // spec/api.md's counts: health 1, participant 13, conversations 10, projects 6 (plus the
     // trailing-slash redirect of §1.1, POST /api/projects/); of stateless's 5 only the webhook is
-    // served (the RAG routes need a LightRAG server).
+    // served (the RAG routes need a LightRAG server); resources 4.
     let mut per_group: BTreeMap<&str, usize> = BTreeMap::new();
     for group in documented.values() {
         *per_group.entry(group.as_str()).or_default() += 1;
     }
-    let expected = BTreeMap::from([("health", 1), ("participant", 13), ("conversations", 10), ("projects", 6 + 1), ("stateless", 1)]);
+    let expected = BTreeMap::from([
+        ("health", 1),
+        ("participant", 13),
+        ("conversations", 10),
+        ("projects", 6 + 1),
+        ("stateless", 1),
+        ("resources", 4),
+    ]);
     assert_eq!(per_group, expected);
     assert!(documented.contains_key(&("POST".to_string(), "/api/projects/".to_string())));
 }

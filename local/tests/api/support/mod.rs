@@ -326,6 +326,7 @@ impl TestApp {
 }
 pub mod directus;
 pub mod google;
+pub mod postgres;
 
 /// A local server speaking the OpenAI `/v1/audio/transcriptions` protocol: answers every
 /// upload with `text`, recording the multipart fields it got (the file as its size).
