@@ -33,4 +33,6 @@ export DIRECTUS_TEST_ADMIN_EMAIL="$DIRECTUS_ADMIN_EMAIL" DIRECTUS_TEST_ADMIN_PAS
 # Only the tests read these; echo-local in the tests picks its store itself.
 unset ECHO_STORE DIRECTUS_BASE_URL DIRECTUS_TOKEN DIRECTUS_SECRET
 
+# local_invoke.rs starts every function's binary, as `cargo lambda watch` would.
+cargo build --workspace --bins
 cargo test --workspace

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub mod embedded_s3;
+pub mod local_sqs;
 
 /// The demo project's ids: the same ones `events/` uses, so events replay against a fresh
 /// echo-local.
@@ -185,7 +186,7 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     let api_addr = listener.local_addr()?;
     // echo-local's own view of its queue (not part of the API): what waits, what was given up.
     let view = queue.clone();
-    let app = api_router(services).route(
+    let app = api_router(services).merge(local_sqs::router(queue.clone())).route(
         "/_local/queue",
         axum::routing::get(move || {
             let view = view.clone();
