@@ -155,10 +155,20 @@ pub fn finish_router(routes: Router, cors_policy: CorsPolicy) -> Router {
 }
 
 /// An HTTP function's whole app: its routes, `/api/health`, and the shared layers with the
-/// API's CORS origins.
+/// API's CORS origins, and the request metrics.
 pub fn api_app(routes: Router, settings: &crate::config::Settings) -> Router {
     let cors = CorsPolicy::new(settings.allowed_origins(), settings.api.disable_cors, CorsPolicy::API_METHODS);
-    finish_router(routes.merge(health_routes()), cors)
+    finish_router(routes.merge(health_routes()), cors).layer(middleware::from_fn(count_request))
+}
+
+/// Status class and latency (to the response head; a stream's body is not waited for) by API
+/// group, as EMF (`telemetry::metrics`).
+async fn count_request(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    crate::telemetry::metrics::api_request(&path, res.status().as_u16(), started.elapsed());
+    res
 }
 
 /// Hands a router to the Lambda runtime; concurrent when `AWS_LAMBDA_MAX_CONCURRENCY` > 1.

@@ -1,7 +1,9 @@
-//! Logging for every function: the subscriber set up at start-up, and the last line flushed when
-//! Lambda stops the environment.
+//! Logging for every function: the subscriber set up at start-up, the last line flushed when
+//! Lambda stops the environment, and metrics as Embedded Metric Format lines (metrics.rs).
 
 use futures::FutureExt;
+
+pub mod metrics;
 
 /// Logs as JSON in Lambda (`AWS_LAMBDA_LOG_FORMAT=JSON`) and as text elsewhere; the level comes
 /// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
