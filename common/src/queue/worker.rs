@@ -139,8 +139,11 @@ pub async fn handle_batch(
         let id = record.message_id.clone().unwrap_or_default();
         let receive_count = record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
         let delivery = Delivery { message_id: id.clone(), receive_count, max_attempts, deadline };
-        let span = tracing::info_span!("task", message_id = %id, receive_count);
-        let failed = tracing::Instrument::instrument(handle_record(runner, ops, &record, &delivery), span).await;
+        // The sender's X-Ray trace, so the logs (and what this task publishes) join its request.
+        let trace = record.attributes.get("AWSTraceHeader").cloned();
+        let span = tracing::info_span!("task", message_id = %id, receive_count, trace_header = trace.as_deref().unwrap_or_default());
+        let handled = tracing::Instrument::instrument(handle_record(runner, ops, &record, &delivery), span);
+        let failed = crate::telemetry::with_trace_header(trace, handled).await;
         if failed && !id.is_empty() {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;

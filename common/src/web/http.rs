@@ -117,8 +117,17 @@ async fn observe(req: Request, next: Next) -> Response {
     let request_id = lambda_request_id(&req)
         .or_else(|| req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let outcome = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().instrument(span.clone()).await;
+    // lambda_http copies the invocation's X-Ray header into the request; tasks published carry it.
+    let trace = req.headers().get("x-amzn-trace-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        trace_header = trace.as_deref().unwrap_or_default()
+    );
+    let run = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().instrument(span.clone());
+    let outcome = crate::telemetry::with_trace_header(trace, run).await;
     let mut res = outcome.unwrap_or_else(|panic| {
         let reason =
             panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
