@@ -141,7 +141,10 @@ pub async fn handle_batch(
         let delivery = Delivery { message_id: id.clone(), receive_count, max_attempts, deadline };
         // The sender's X-Ray trace, so the logs (and what this task publishes) join its request.
         let trace = record.attributes.get("AWSTraceHeader").cloned();
-        let span = tracing::info_span!("task", message_id = %id, receive_count, trace_header = trace.as_deref().unwrap_or_default());
+        let span = tracing::info_span!("task", message_id = %id, receive_count, trace_header = tracing::field::Empty);
+        if let Some(trace) = &trace {
+            span.record("trace_header", trace.as_str());
+        }
         let handled = tracing::Instrument::instrument(handle_record(runner, ops, &record, &delivery), span);
         let failed = crate::telemetry::with_trace_header(trace, handled).await;
         if failed && !id.is_empty() {

@@ -124,8 +124,11 @@ async fn observe(req: Request, next: Next) -> Response {
         request_id = %request_id,
         method = %req.method(),
         path = %req.uri().path(),
-        trace_header = trace.as_deref().unwrap_or_default()
+        trace_header = tracing::field::Empty
     );
+    if let Some(trace) = &trace {
+        span.record("trace_header", trace.as_str());
+    }
     let run = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().instrument(span.clone());
     let outcome = crate::telemetry::with_trace_header(trace, run).await;
     let mut res = outcome.unwrap_or_else(|panic| {
