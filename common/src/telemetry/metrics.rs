@@ -1,6 +1,6 @@
 //! Metrics as CloudWatch Embedded Metric Format: one JSON line on stdout per finished task and
 //! per API request, among the JSON logs, which CloudWatch Logs turns into metrics (no API call,
-//! no agent). Every line also samples the offload pool. The same figures add up in-process for
+//! no agent). Every line also carries the offload pool's peaks. The same figures add up in-process for
 //! echo-local's `GET /_local/metrics` (Prometheus text).
 
 use std::collections::BTreeMap;
@@ -128,9 +128,9 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 }
 
 /// One EMF line: the figures by one dimension and in total (an empty dimension set, what the
-/// alarms watch), with the offload pool sampled by function.
+/// alarms watch), with the offload pool's peaks since the previous line, by function.
 fn emit(dimension: (&str, &str), figures: &[(&str, &str, f64)]) {
-    let pool = crate::offload::global().stats();
+    let (running, waiting) = crate::offload::global().take_peaks();
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "echo-local".into());
     let definitions: Vec<Value> = figures.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
     let mut line = Map::new();
@@ -151,8 +151,8 @@ fn emit(dimension: (&str, &str), figures: &[(&str, &str, f64)]) {
     for (name, _, value) in figures {
         line.insert((*name).into(), json!(value));
     }
-    line.insert("OffloadRunning".into(), json!(pool.running));
-    line.insert("OffloadWaiting".into(), json!(pool.waiting));
+    line.insert("OffloadRunning".into(), json!(running));
+    line.insert("OffloadWaiting".into(), json!(waiting));
     let line = Value::Object(line);
     if CAPTURE.try_with(|lines| lines.lock().unwrap_or_else(|p| p.into_inner()).push(line.clone())).is_ok() {
         return;
