@@ -186,24 +186,24 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     let api_addr = listener.local_addr()?;
     // echo-local's own view of its queue (not part of the API): what waits, what was given up.
     let view = queue.clone();
-    let app = api_router(services)
-        .merge(local_sqs::router(queue.clone()))
-        // The figures the functions emit as EMF lines in Lambda, in Prometheus' text format.
-        .route("/_local/metrics", axum::routing::get(|| async { common::telemetry::metrics::prometheus() }))
-        .route(
-            "/_local/queue",
-            axum::routing::get(move || {
-                let view = view.clone();
-                async move {
-                    let dead: Vec<serde_json::Value> = view
-                        .dead_letters()
-                        .into_iter()
-                        .map(|d| serde_json::json!({"queue": d.queue, "task": d.task, "error": d.error, "body": d.body}))
-                        .collect();
-                    axum::Json(serde_json::json!({"pending": view.pending(), "published": view.snapshot().len(), "dead_letters": dead}))
-                }
-            }),
-        );
+    let app = api_router(services).route(
+        "/_local/queue",
+        axum::routing::get(move || {
+            let view = view.clone();
+            async move {
+                let dead: Vec<serde_json::Value> = view
+                    .dead_letters()
+                    .into_iter()
+                    .map(|d| serde_json::json!({"queue": d.queue, "task": d.task, "error": d.error, "body": d.body}))
+                    .collect();
+                axum::Json(serde_json::json!({"pending": view.pending(), "published": view.snapshot().len(), "dead_letters": dead}))
+            }
+        }),
+    );
+    // The SQS endpoint `cargo lambda watch` publishes to, and the figures the functions log as
+    // EMF lines in Lambda, in Prometheus' text format.
+    let metrics = || async { common::telemetry::metrics::prometheus() };
+    let app = app.merge(local_sqs::router(queue.clone())).route("/_local/metrics", axum::routing::get(metrics));
     tasks.push(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(%err, "API server stopped");
