@@ -44,4 +44,6 @@ postgres_env=$(bash scripts/postgres.sh start)
 eval "$postgres_env"
 pg_dir="$ECHO_PG_DIR"
 
+# local_invoke.rs starts every function's binary, as `cargo lambda watch` would.
+cargo build --workspace --bins
 cargo test --workspace

@@ -39,12 +39,17 @@ struct Inner {
     permits: Semaphore,
     running: AtomicUsize,
     waiting: AtomicUsize,
+    /// The most running / waiting at once since `take_peaks` last read them (the metrics).
+    peak_running: AtomicUsize,
+    peak_waiting: AtomicUsize,
 }
 
 impl OffloadPool {
     pub fn new(size: usize) -> Self {
         let size = size.clamp(1, MAX_POOL_SIZE);
-        Self { inner: Arc::new(Inner { size, permits: Semaphore::new(size), running: AtomicUsize::new(0), waiting: AtomicUsize::new(0) }) }
+        let zero = || AtomicUsize::new(0);
+        let permits = Semaphore::new(size);
+        Self { inner: Arc::new(Inner { size, permits, running: zero(), waiting: zero(), peak_running: zero(), peak_waiting: zero() }) }
     }
 
     pub fn stats(&self) -> OffloadStats {
@@ -55,6 +60,15 @@ impl OffloadPool {
         }
     }
 
+    /// The most calls running and waiting at once since the last call (a sample of the gauges
+    /// alone would mostly read the quiet moment after the work); starts the next window at now.
+    pub fn take_peaks(&self) -> (usize, usize) {
+        let i = &self.inner;
+        let running = i.peak_running.swap(i.running.load(Ordering::Relaxed), Ordering::Relaxed);
+        let waiting = i.peak_waiting.swap(i.waiting.load(Ordering::Relaxed), Ordering::Relaxed);
+        (running, waiting)
+    }
+
     /// Runs `f` on tokio's blocking threads once a permit is free, inside the caller's span.
     pub async fn run<F, T>(&self, f: F) -> Result<T, OffloadError>
     where
@@ -62,13 +76,15 @@ impl OffloadPool {
         T: Send + 'static,
     {
         let inner = &self.inner;
-        inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = inner.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.peak_waiting.fetch_max(waiting, Ordering::Relaxed);
         let permit = inner.permits.acquire().await;
         inner.waiting.fetch_sub(1, Ordering::Relaxed);
         // The semaphore is never closed, so acquire cannot fail.
         let _permit = permit.map_err(|_| OffloadError::Cancelled)?;
 
-        inner.running.fetch_add(1, Ordering::Relaxed);
+        let running = inner.running.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.peak_running.fetch_max(running, Ordering::Relaxed);
         let _running = RunningGuard(&inner.running);
         // The span and its subscriber travel with the work, so its log lines keep the request id.
         let span = tracing::Span::current();
@@ -146,6 +162,30 @@ where
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peaks_remember_the_busiest_moment_until_read() {
+        let pool = OffloadPool::new(1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(move || held.recv().unwrap()).await.unwrap() }
+        });
+        let second = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(|| ()).await.unwrap() }
+        });
+        while pool.stats() != (OffloadStats { size: 1, running: 1, waiting: 1 }) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.take_peaks(), (1, 1));
+        release.send(()).unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        // The next window began busy; the one after that saw nothing.
+        assert_eq!(pool.take_peaks(), (1, 1));
+        assert_eq!(pool.take_peaks(), (0, 0));
+    }
 
     #[test]
     fn pool_size_parsing_follows_the_rules() {

@@ -7,55 +7,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+#[path = "../tests/api/support/runtime_api.rs"]
+mod runtime_api;
 
 const RUNS: usize = 5;
-
-#[derive(Clone, Default)]
-struct RuntimeApi {
-    event: Arc<Mutex<String>>,
-    /// When the invocation's response (or error) arrived, and which it was.
-    answered: Arc<Mutex<Option<(Instant, &'static str)>>>,
-    served: Arc<Mutex<bool>>,
-}
-
-async fn next(State(api): State<RuntimeApi>) -> (HeaderMap, String) {
-    // One invocation per process: later polls wait until the benchmark ends the process.
-    let first = !std::mem::replace(&mut *api.served.lock().unwrap(), true);
-    if !first {
-        std::future::pending::<()>().await;
-    }
-    let mut headers = HeaderMap::new();
-    let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
-    headers.insert("lambda-runtime-aws-request-id", "req-1".parse().unwrap());
-    headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().unwrap());
-    headers.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:eu-west-1:123456789012:function:bench".parse().unwrap());
-    headers.insert("lambda-runtime-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793".parse().unwrap());
-    (headers, api.event.lock().unwrap().clone())
-}
-
-async fn respond(State(api): State<RuntimeApi>, Path(_id): Path<String>) -> StatusCode {
-    api.answered.lock().unwrap().get_or_insert((Instant::now(), "response"));
-    StatusCode::ACCEPTED
-}
-
-async fn error(State(api): State<RuntimeApi>) -> StatusCode {
-    api.answered.lock().unwrap().get_or_insert((Instant::now(), "error"));
-    StatusCode::ACCEPTED
-}
-
-/// The Extensions API's registration, for the graceful-shutdown extension every function registers.
-async fn register_extension() -> (HeaderMap, &'static str) {
-    let mut headers = HeaderMap::new();
-    headers.insert("lambda-extension-identifier", "ext-1".parse().unwrap());
-    (headers, r#"{"functionName":"bench","functionVersion":"$LATEST","handler":"bootstrap"}"#)
-}
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -108,19 +65,8 @@ fn main() {
             let mut peaks = Vec::new();
             let mut kind = "";
             for run in 0..RUNS {
-                let api = RuntimeApi::default();
-                *api.event.lock().unwrap() = event.clone();
-                let app = Router::new()
-                    .route("/2018-06-01/runtime/invocation/next", get(next))
-                    .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
-                    .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-                    .route("/2018-06-01/runtime/init/error", post(error))
-                    .route("/2020-01-01/extension/register", post(register_extension))
-                    .route("/2020-01-01/extension/event/next", get(std::future::pending::<()>))
-                    .with_state(api.clone());
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = listener.local_addr().unwrap();
-                let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+                let api = runtime_api::RuntimeApi::with_events([event.clone()]);
+                let (addr, server) = api.serve().await;
                 let env: HashMap<&str, String> = HashMap::from([
                     ("AWS_LAMBDA_RUNTIME_API", addr.to_string()),
                     ("AWS_LAMBDA_FUNCTION_NAME", format!("echo-{bin}")),
@@ -153,8 +99,8 @@ fn main() {
                     .spawn()
                     .unwrap();
                 let answered = loop {
-                    if let Some(a) = *api.answered.lock().unwrap() {
-                        break a;
+                    if let Some(a) = api.answers().first() {
+                        break (a.at, a.kind);
                     }
                     assert!(child.try_wait().unwrap().is_none(), "{bin} exited before answering");
                     assert!(started.elapsed() < Duration::from_secs(20), "{bin} did not answer");

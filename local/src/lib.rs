@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub mod embedded_s3;
+pub mod local_sqs;
 
 /// The demo project's ids: the same ones `events/` uses, so events replay against a fresh
 /// echo-local.
@@ -207,6 +208,10 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
             }
         }),
     );
+    // The SQS endpoint `cargo lambda watch` publishes to, and the figures the functions log as
+    // EMF lines in Lambda, in Prometheus' text format.
+    let metrics = || async { common::telemetry::metrics::prometheus() };
+    let app = app.merge(local_sqs::router(queue.clone())).route("/_local/metrics", axum::routing::get(metrics));
     tasks.push(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(%err, "API server stopped");

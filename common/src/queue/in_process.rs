@@ -82,6 +82,13 @@ impl InProcessQueue {
         self.lock().dead.clone()
     }
 
+    /// Parks a message given up on elsewhere (a function run by `cargo lambda` dead-lettering
+    /// through echo-local's SQS endpoint).
+    pub fn park(&self, letter: DeadLetter) {
+        tracing::error!(task = %letter.task, error = %letter.error, "in-process dead letter");
+        self.lock().dead.push(letter);
+    }
+
     /// Messages waiting (due or delayed).
     pub fn pending(&self) -> usize {
         self.lock().pending.len()
@@ -151,8 +158,7 @@ struct InProcessOps {
 #[async_trait]
 impl QueueOps for InProcessOps {
     async fn dead_letter(&self, body: &str, task: &str, error: &str) -> Result<(), String> {
-        tracing::error!(task, error, "in-process dead letter");
-        self.queue.lock().dead.push(DeadLetter { queue: self.kind, body: body.into(), task: task.into(), error: error.into() });
+        self.queue.park(DeadLetter { queue: self.kind, body: body.into(), task: task.into(), error: error.into() });
         Ok(())
     }
 

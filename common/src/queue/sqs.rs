@@ -52,10 +52,18 @@ impl TaskPublisher for SqsPublisher {
         };
         let name = task.name();
         let body = TaskMessage::new(task).to_json();
+        // X-Ray follows the message: SQS carries the header in this system attribute.
+        let trace = crate::telemetry::current_trace_header()
+            .map(|h| aws_sdk_sqs::types::MessageSystemAttributeValue::builder().data_type("String").string_value(h).build())
+            .transpose()
+            .map_err(|e| PublishError::Config(e.to_string()))?;
         self.client
             .send_message()
             .queue_url(url)
             .message_body(body)
+            .set_message_system_attributes(
+                trace.map(|t| [(aws_sdk_sqs::types::MessageSystemAttributeNameForSends::AwsTraceHeader, t)].into()),
+            )
             .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32)
             .message_attributes(
                 "task",
@@ -141,6 +149,7 @@ pub async fn poll_sqs_once(
         .max_number_of_messages(10)
         .wait_time_seconds(wait.as_secs() as i32)
         .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::AwsTraceHeader)
         .send()
         .await
         .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;

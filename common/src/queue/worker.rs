@@ -139,8 +139,14 @@ pub async fn handle_batch(
         let id = record.message_id.clone().unwrap_or_default();
         let receive_count = record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
         let delivery = Delivery { message_id: id.clone(), receive_count, max_attempts, deadline };
-        let span = tracing::info_span!("task", message_id = %id, receive_count);
-        let failed = tracing::Instrument::instrument(handle_record(runner, ops, &record, &delivery), span).await;
+        // The sender's X-Ray trace, so the logs (and what this task publishes) join its request.
+        let trace = record.attributes.get("AWSTraceHeader").cloned();
+        let span = tracing::info_span!("task", message_id = %id, receive_count, trace_header = tracing::field::Empty);
+        if let Some(trace) = &trace {
+            span.record("trace_header", trace.as_str());
+        }
+        let handled = tracing::Instrument::instrument(handle_record(runner, ops, &record, &delivery), span);
+        let failed = crate::telemetry::with_trace_header(trace, handled).await;
         if failed && !id.is_empty() {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
@@ -150,16 +156,25 @@ pub async fn handle_batch(
     response
 }
 
-/// True when the record must be retried.
+/// True when the record must be retried. Every end is counted (`telemetry::metrics`).
 async fn handle_record(runner: &dyn TaskRunner, ops: &dyn QueueOps, record: &SqsMessage, delivery: &Delivery) -> bool {
+    use crate::telemetry::metrics::{TaskOutcome, task_finished};
     let body = record.body.as_deref().unwrap_or_default();
+    let started = Instant::now();
     let message = match TaskMessage::parse(body) {
         Ok(m) if m.task.queue() == runner.queue() => m,
-        Ok(m) => return terminal(ops, body, m.task.name(), &format!("task belongs to the {:?} queue", m.task.queue())).await,
-        Err(err) => return terminal(ops, body, "unparseable", &err.to_string()).await,
+        Ok(m) => {
+            let retry = terminal(ops, body, m.task.name(), &format!("task belongs to the {:?} queue", m.task.queue())).await;
+            task_finished(m.task.name(), TaskOutcome::Terminal, !retry, started.elapsed());
+            return retry;
+        }
+        Err(err) => {
+            let retry = terminal(ops, body, "unparseable", &err.to_string()).await;
+            task_finished("unparseable", TaskOutcome::Terminal, !retry, started.elapsed());
+            return retry;
+        }
     };
     let name = message.task.name();
-    let started = Instant::now();
     let outcome = std::panic::AssertUnwindSafe(runner.run(&message.task, delivery)).catch_unwind().await;
     let outcome = outcome.unwrap_or_else(|panic| {
         let reason = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
@@ -169,10 +184,12 @@ async fn handle_record(runner: &dyn TaskRunner, ops: &dyn QueueOps, record: &Sqs
     match outcome {
         Ok(Done::Completed) => {
             tracing::info!(task = name, ms, "task completed");
+            task_finished(name, TaskOutcome::Processed, false, started.elapsed());
             false
         }
         Ok(Done::Skipped(why)) => {
             tracing::info!(task = name, ms, %why, "task skipped");
+            task_finished(name, TaskOutcome::Processed, false, started.elapsed());
             false
         }
         Err(TaskError::Transient(reason)) if !delivery.is_last_attempt() => {
@@ -181,11 +198,14 @@ async fn handle_record(runner: &dyn TaskRunner, ops: &dyn QueueOps, record: &Sqs
             if let Err(err) = ops.retry_after(record.receipt_handle.as_deref().unwrap_or_default(), delay).await {
                 tracing::warn!(%err, "could not set the retry delay; the queue's visibility timeout applies");
             }
+            task_finished(name, TaskOutcome::Transient, false, started.elapsed());
             true
         }
         Err(TaskError::Transient(reason) | TaskError::Terminal(reason)) => {
             runner.give_up(&message.task, &reason).await;
-            terminal(ops, body, name, &reason).await
+            let retry = terminal(ops, body, name, &reason).await;
+            task_finished(name, TaskOutcome::Terminal, !retry, started.elapsed());
+            retry
         }
     }
 }
@@ -205,6 +225,67 @@ async fn terminal(ops: &dyn QueueOps, body: &str, task: &str, reason: &str) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Completes, fails transiently or terminally by the conversation id it is given.
+    struct ByConversation;
+
+    #[async_trait]
+    impl TaskRunner for ByConversation {
+        fn queue(&self) -> Queue {
+            Queue::Network
+        }
+        async fn run(&self, task: &Task, _: &Delivery) -> Result<Done, TaskError> {
+            match task {
+                Task::FinishConversationHook { conversation_id } if conversation_id == "ok" => Ok(Done::Completed),
+                Task::FinishConversationHook { conversation_id } if conversation_id == "later" => Err(TaskError::transient("outage")),
+                _ => Err(TaskError::terminal("bad input")),
+            }
+        }
+        async fn give_up(&self, _: &Task, _: &str) {}
+    }
+
+    struct Accepting;
+
+    #[async_trait]
+    impl QueueOps for Accepting {
+        async fn dead_letter(&self, _: &str, _: &str, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        async fn retry_after(&self, _: &str, _: Duration) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_delivery_is_an_emf_line() {
+        let mut event = SqsEvent::default();
+        for id in ["ok", "later", "broken"] {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(id.into());
+            record.body = Some(TaskMessage::new(Task::FinishConversationHook { conversation_id: id.into() }).to_json());
+            event.records.push(record);
+        }
+        let (response, lines) = crate::telemetry::metrics::capture(handle_batch(&ByConversation, &Accepting, event, 5, None)).await;
+        assert_eq!(response.batch_item_failures.len(), 1);
+        let figures = |line: &serde_json::Value| {
+            let names = ["TaskProcessed", "TaskFailedTransient", "TaskFailedTerminal", "TaskDeadLettered"];
+            names.map(|n| line[n].as_f64().unwrap_or(-1.0))
+        };
+        assert_eq!(lines.len(), 3);
+        assert_eq!(figures(&lines[0]), [1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(figures(&lines[1]), [0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(figures(&lines[2]), [0.0, 0.0, 1.0, 1.0]);
+        for line in &lines {
+            assert_eq!(line["TaskType"], "task_finish_conversation_hook");
+            assert!(line["TaskDuration"].as_f64().is_some_and(|ms| ms >= 0.0));
+            let directive = &line["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], crate::telemetry::metrics::NAMESPACE);
+            assert_eq!(directive["Dimensions"], serde_json::json!([["TaskType"], []]));
+            let declared: Vec<&str> = directive["Metrics"].as_array().unwrap().iter().filter_map(|m| m["Name"].as_str()).collect();
+            assert_eq!(declared, ["TaskProcessed", "TaskFailedTransient", "TaskFailedTerminal", "TaskDeadLettered", "TaskDuration"]);
+            assert!(line["OffloadWaiting"].is_u64() && line["OffloadRunning"].is_u64());
+        }
+    }
 
     #[test]
     fn backoff_grows_to_fifteen_minutes() {

@@ -117,8 +117,20 @@ async fn observe(req: Request, next: Next) -> Response {
     let request_id = lambda_request_id(&req)
         .or_else(|| req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let outcome = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().instrument(span.clone()).await;
+    // lambda_http copies the invocation's X-Ray header into the request; tasks published carry it.
+    let trace = req.headers().get("x-amzn-trace-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        trace_header = tracing::field::Empty
+    );
+    if let Some(trace) = &trace {
+        span.record("trace_header", trace.as_str());
+    }
+    let run = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().instrument(span.clone());
+    let outcome = crate::telemetry::with_trace_header(trace, run).await;
     let mut res = outcome.unwrap_or_else(|panic| {
         let reason =
             panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
@@ -155,10 +167,20 @@ pub fn finish_router(routes: Router, cors_policy: CorsPolicy) -> Router {
 }
 
 /// An HTTP function's whole app: its routes, `/api/health`, and the shared layers with the
-/// API's CORS origins.
+/// API's CORS origins, and the request metrics.
 pub fn api_app(routes: Router, settings: &crate::config::Settings) -> Router {
     let cors = CorsPolicy::new(settings.allowed_origins(), settings.api.disable_cors, CorsPolicy::API_METHODS);
-    finish_router(routes.merge(health_routes()), cors)
+    finish_router(routes.merge(health_routes()), cors).layer(middleware::from_fn(count_request))
+}
+
+/// Status class and latency (to the response head; a stream's body is not waited for) by API
+/// group, as EMF (`telemetry::metrics`).
+async fn count_request(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    crate::telemetry::metrics::api_request(&path, res.status().as_u16(), started.elapsed());
+    res
 }
 
 /// Hands a router to the Lambda runtime; concurrent when `AWS_LAMBDA_MAX_CONCURRENCY` > 1.

@@ -266,3 +266,101 @@ async fn a_worker_retries_failed_records_and_dead_letters_them_after_the_last_at
     assert_eq!(reasons[1].0, "unparseable");
     assert!(client.receive_message().queue_url(&queue).send().await.unwrap().messages.unwrap_or_default().is_empty());
 }
+
+/// The log lines written while a test runs, as JSON (the functions' Lambda format).
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Records the trace header each task runs under.
+#[derive(Default)]
+struct TraceRecorder(std::sync::Mutex<Vec<Option<String>>>);
+
+#[async_trait::async_trait]
+impl common::queue::worker::TaskRunner for TraceRecorder {
+    fn queue(&self) -> common::queue::Queue {
+        common::queue::Queue::Network
+    }
+    async fn run(
+        &self,
+        _: &Task,
+        _: &common::queue::worker::Delivery,
+    ) -> Result<common::queue::worker::Done, common::queue::worker::TaskError> {
+        self.0.lock().unwrap().push(common::telemetry::current_trace_header());
+        Ok(common::queue::worker::Done::Completed)
+    }
+    async fn give_up(&self, _: &Task, _: &str) {}
+}
+
+#[tokio::test]
+async fn a_request_s_trace_reaches_the_worker_through_aws_trace_header() {
+    use tower::ServiceExt;
+    const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let (_moto, endpoint) = start_moto();
+    let creds = aws_credential_types::Credentials::new("test", "test", None, None, "test");
+    let client = SqsPublisher::client("us-east-1", Some(&endpoint), Some(creds)).await;
+    let queue = client.create_queue().queue_name("network").send().await.unwrap().queue_url.unwrap();
+    let publisher = std::sync::Arc::new(SqsPublisher::new(client.clone(), queue.clone(), queue.clone()));
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber =
+        tracing_subscriber::fmt().json().with_current_span(true).with_span_list(false).with_writer(move || writer.clone()).finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    // An API handler behind the shared layers publishes, as lambda_http hands it Lambda's header.
+    let handler = move || async move {
+        let task = Task::FinishConversationHook { conversation_id: "c-traced".into() };
+        publisher.publish(task, Duration::ZERO).await.map(|()| "queued").map_err(|e| e.to_string())
+    };
+    let settings = common::config::Settings::from_lookup(|_| None).unwrap();
+    let app = common::web::http::api_app(axum::Router::new().route("/api/participant/publish", axum::routing::post(handler)), &settings);
+    let request = axum::http::Request::post("/api/participant/publish")
+        .header("x-amzn-trace-id", TRACE)
+        .header("x-request-id", "req-traced")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(request).await.unwrap().status(), 200);
+
+    // The message carries the header as its system attribute (looked at, then left visible).
+    let seen = client
+        .receive_message()
+        .queue_url(&queue)
+        .visibility_timeout(0)
+        .wait_time_seconds(5)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::AwsTraceHeader)
+        .send()
+        .await
+        .unwrap();
+    let message = &seen.messages.unwrap()[0];
+    let attributes = message.attributes.clone().unwrap();
+    assert_eq!(attributes[&aws_sdk_sqs::types::MessageSystemAttributeName::AwsTraceHeader], TRACE);
+
+    // The worker runs the task under that trace and its log lines say so, next to the message id.
+    let runner = TraceRecorder::default();
+    let ops = common::queue::sqs::SqsQueueOps { client: client.clone(), queue_url: queue.clone(), dlq_url: queue.clone() };
+    // Long polls, as moto may not show a message made visible again within the same instant.
+    let received = common::queue::sqs::poll_sqs_once(&runner, &ops, &client, &queue, 5, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(received, 1);
+    assert_eq!(runner.0.lock().unwrap().clone(), vec![Some(TRACE.to_string())], "what the task publishes continues the trace");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let line = |message: &str| {
+        let found = lines.iter().find(|l| l["fields"]["message"] == message);
+        found.unwrap_or_else(|| panic!("no {message:?} line in:\n{text}")).clone()
+    };
+    let request_done = line("request done");
+    assert_eq!(request_done["span"]["request_id"], "req-traced", "the request id stays");
+    assert_eq!(request_done["span"]["trace_header"], TRACE);
+    let completed = line("task completed");
+    assert_eq!(completed["span"]["trace_header"], TRACE);
+    assert_eq!(completed["span"]["message_id"].as_str(), message.message_id.as_deref());
+}

@@ -662,3 +662,39 @@ fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
     // "Secrets").
     assert_eq!(checked, 22);
 }
+
+// ------------------------------------------------------------------ tracing and metrics
+
+#[test]
+fn every_function_and_the_api_stage_trace_with_x_ray() {
+    let t = Template::load();
+    for (name, function) in t.functions() {
+        assert_eq!(t.function_property(function, "Tracing"), Some(&json!("Active")), "{name}: Tracing must be Active");
+    }
+    let apis: Vec<_> = t.of_type("AWS::Serverless::Api").collect();
+    assert!(!apis.is_empty());
+    for (name, api) in apis {
+        assert_eq!(api["Properties"]["TracingEnabled"], json!(true), "{name}: the stage must trace (TracingEnabled)");
+    }
+}
+
+#[test]
+fn alarms_and_dashboard_read_the_emf_namespace() {
+    let t = Template::load();
+    let namespace = common::telemetry::metrics::NAMESPACE;
+    let watched: BTreeSet<&str> = t
+        .of_type("AWS::CloudWatch::Alarm")
+        .filter(|(_, a)| a["Properties"]["Namespace"] == namespace)
+        .filter_map(|(_, a)| a["Properties"]["MetricName"].as_str())
+        .collect();
+    assert_eq!(watched, BTreeSet::from(["Api5xx", "TaskDeadLettered"]), "alarms on the EMF metrics");
+    let dashboards: Vec<_> = t.of_type("AWS::CloudWatch::Dashboard").collect();
+    assert_eq!(dashboards.len(), 1);
+    let body = dashboards[0].1["Properties"]["DashboardBody"]["Fn::Sub"].as_str().expect("DashboardBody is a !Sub string");
+    let body: Value = serde_json::from_str(&body.replace("${AWS::Region}", "eu-west-1")).expect("the dashboard is JSON");
+    let text = body.to_string();
+    for metric in ["TaskProcessed", "TaskDeadLettered", "TaskDuration", "Api5xx", "ApiLatency", "OffloadWaiting", "OffloadRunning"] {
+        assert!(text.contains(metric), "the dashboard shows {metric}");
+    }
+    assert!(text.contains(&format!("{{{namespace},")) || text.contains(&format!("\"{namespace}\"")), "dashboard reads {namespace}");
+}

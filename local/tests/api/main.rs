@@ -10,6 +10,7 @@ mod directus_backend;
 mod directus_sessions;
 mod lambda_events;
 mod layout;
+mod local_invoke;
 mod openapi;
 mod participant_flow;
 mod pipeline;

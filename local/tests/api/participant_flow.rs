@@ -505,3 +505,14 @@ async fn a_queue_outage_is_503_and_deletes_nothing() {
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({"detail": "Task queue is unavailable, please try again later"}));
     assert!(app.local.store.get_chunk(chunk_id).await.unwrap().is_some(), "the chunk stays when its deletion cannot be queued");
 }
+
+#[tokio::test]
+async fn echo_local_serves_the_metrics_in_prometheus_text() {
+    let app = TestApp::start().await;
+    let (status, _) = app.get(&format!("/api/participant/projects/{PROJECT}")).await;
+    assert_eq!(status, 200);
+    let text = app.client.get(app.url("/_local/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("echo_api_requests_total{group=\"participant\",class=\"2xx\"}"), "{text}");
+    assert!(text.contains("# TYPE echo_api_latency_seconds summary"), "{text}");
+    assert!(text.contains("echo_offload_waiting "), "{text}");
+}

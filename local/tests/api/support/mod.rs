@@ -549,3 +549,4 @@ async fn call_webhook(state: &std::sync::Mutex<RunpodState>, id: &str) -> Option
     let res = reqwest::Client::new().post(url).json(&payload).send().await.unwrap();
     Some(res.status().as_u16())
 }
+pub mod runtime_api;

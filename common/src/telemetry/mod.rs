@@ -1,7 +1,9 @@
-//! Logging for every function: the subscriber set up at start-up, and the last line flushed when
-//! Lambda stops the environment.
+//! Logging for every function: the subscriber set up at start-up, the last line flushed when
+//! Lambda stops the environment, and metrics as Embedded Metric Format lines (metrics.rs).
 
 use futures::FutureExt;
+
+pub mod metrics;
 
 /// Logs as JSON in Lambda (`AWS_LAMBDA_LOG_FORMAT=JSON`) and as text elsewhere; the level comes
 /// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
@@ -41,4 +43,23 @@ pub async fn flush_logs_on_shutdown() {
     if registered.is_err() {
         tracing::warn!("no graceful-shutdown hook: the Lambda Extensions API refused the registration");
     }
+}
+
+tokio::task_local! {
+    static TRACE_HEADER: String;
+}
+
+/// Runs `f` with an X-Ray trace header (`Root=...;Parent=...;Sampled=...`) as the current one:
+/// the HTTP layer scopes a request with Lambda's, a worker a record with its `AWSTraceHeader`.
+pub async fn with_trace_header<F: std::future::Future>(header: Option<String>, f: F) -> F::Output {
+    match header {
+        Some(header) => TRACE_HEADER.scope(header, f).await,
+        None => f.await,
+    }
+}
+
+/// The trace header of the work in hand: the scoped one, else `_X_AMZN_TRACE_ID` (lambda_runtime
+/// sets it per invocation when it runs one invocation at a time).
+pub fn current_trace_header() -> Option<String> {
+    TRACE_HEADER.try_with(String::clone).ok().or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok()).filter(|h| !h.is_empty())
 }
