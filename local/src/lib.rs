@@ -112,7 +112,13 @@ impl Drop for Local {
 
 /// The OpenAPI document of every function's routes, from the same annotations the routers use.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    common::web::openapi::document([participant::openapi(), conversations::openapi(), projects::openapi(), stateless::openapi()])
+    common::web::openapi::document([
+        participant::openapi(),
+        conversations::openapi(),
+        projects::openapi(),
+        stateless::openapi(),
+        chats::openapi(),
+    ])
 }
 
 /// The API: every function's routes on one router, and `GET /api/openapi.json`.
@@ -122,6 +128,7 @@ pub fn api_router(services: common::Services) -> Router {
     let routes = participant::routes(participant::AppState::new(services.clone()))
         .merge(conversations::routes(conversations::AppState::new(services.clone())))
         .merge(projects::routes(projects::AppState::new(services.clone())))
+        .merge(chats::routes(chats::AppState::new(services.clone())))
         .merge(stateless::routes(stateless::AppState::new(services)))
         .route("/api/openapi.json", axum::routing::get(move || async move { axum::Json(document.as_ref().clone()) }));
     common::web::http::api_app(routes, &settings)
