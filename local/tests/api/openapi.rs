@@ -152,7 +152,7 @@ fn every_route_event_names_a_documented_operation() {
     let templates: BTreeSet<String> = documented.keys().map(|(_, p)| p.clone()).collect();
 
     let mut files: Vec<PathBuf> = vec![events_dir().join("health.json")];
-    for group in ["participant", "conversations", "projects", "stateless"] {
+    for group in ["participant", "conversations", "projects", "chats", "stateless"] {
         for entry in std::fs::read_dir(events_dir().join(group)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -179,13 +179,14 @@ fn every_route_event_names_a_documented_operation() {
     assert!(missing.is_empty(), "documented operations without an event in events/: {missing:?}");
 
     // spec/api.md's counts: health 1, participant 13, conversations 10, projects 6 (plus the
-    // trailing-slash redirect of §1.1, POST /api/projects/); of stateless's 5 only the webhook is
-    // served (the RAG routes need a LightRAG server).
+    // trailing-slash redirect of §1.1, POST /api/projects/), chats 5; of stateless's 5 only the
+    // webhook is served (the RAG routes need a LightRAG server).
     let mut per_group: BTreeMap<&str, usize> = BTreeMap::new();
     for group in documented.values() {
         *per_group.entry(group.as_str()).or_default() += 1;
     }
-    let expected = BTreeMap::from([("health", 1), ("participant", 13), ("conversations", 10), ("projects", 6 + 1), ("stateless", 1)]);
+    let expected =
+        BTreeMap::from([("health", 1), ("participant", 13), ("conversations", 10), ("projects", 6 + 1), ("chats", 5), ("stateless", 1)]);
     assert_eq!(per_group, expected);
     assert!(documented.contains_key(&("POST".to_string(), "/api/projects/".to_string())));
 }
