@@ -508,3 +508,55 @@ async fn over_long_contexts_are_400s_that_leave_no_user_message() {
     assert!(messages(&app, &chat).await.iter().all(|m| m.message_from.as_deref() != Some("user")));
     assert!(streamed_requests(&llm).is_empty(), "no answer was asked for");
 }
+
+fn candidate(id: &str, summary: String) -> chats::auto_select::Candidate {
+    chats::auto_select::Candidate {
+        id: id.into(),
+        participant_name: "Unknown".into(),
+        summary,
+        tags: String::new(),
+        created_at: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn auto_select_retries_transient_errors_and_splits_oversized_batches() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    // The first two calls hit a 503; the third answers.
+    let llm = FakeLlm::start(LlmBehaviour::by(move |body| {
+        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            return LlmBehaviour::Status(503, "{\"error\": \"overloaded\"}".into());
+        }
+        let prompt = body["messages"][0]["content"].as_str().unwrap_or_default();
+        let ids: Vec<&str> = ["a", "b", "c"].into_iter().filter(|id| prompt.contains(&format!("id=\"{id}\""))).collect();
+        LlmBehaviour::Reply(json!({ "selected_conversation_ids": ids }).to_string())
+    }))
+    .await;
+    let selector = chats::auto_select::Selector {
+        llm: common::providers::llm::LlmClient::default(),
+        slot: llm.slot(),
+        user_queries: vec!["What about the park?".into()],
+        language: "en".into(),
+        retry_delay: std::time::Duration::from_millis(10),
+    };
+    let picked = selector.select(&[candidate("a", "short".into())]).await;
+    assert_eq!(picked, vec!["a".to_string()], "selected after two transient failures");
+    assert_eq!(llm.request_count(), 3);
+
+    // Two 60000-token summaries do not fit one prompt: each half asks on its own. A summary
+    // over the maximum by itself is skipped without a call.
+    let (before, big) = (llm.request_count(), words(60_000));
+    let picked = selector.select(&[candidate("b", big.clone()), candidate("c", big), candidate("d", words(100_500))]).await;
+    assert_eq!(picked, vec!["b".to_string(), "c".to_string()]);
+    let prompts: Vec<String> =
+        llm.requests.lock().unwrap()[before..].iter().map(|r| r["messages"][0]["content"].as_str().unwrap().to_string()).collect();
+    assert_eq!(prompts.len(), 2, "one call per half, none for the oversized one");
+    assert!(prompts.iter().all(|p| p.contains("id=\"b\"") != p.contains("id=\"c\"")) && !prompts.iter().any(|p| p.contains("id=\"d\"")));
+
+    // A provider that keeps failing: the batch selects nothing after three tries.
+    llm.set(LlmBehaviour::Status(429, "slow down".into()));
+    let before = llm.request_count();
+    assert!(selector.select(&[candidate("a", "short".into())]).await.is_empty());
+    assert_eq!(llm.request_count() - before, 3);
+}
