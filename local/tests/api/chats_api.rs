@@ -560,3 +560,22 @@ async fn auto_select_retries_transient_errors_and_splits_oversized_batches() {
     assert!(selector.select(&[candidate("a", "short".into())]).await.is_empty());
     assert_eq!(llm.request_count() - before, 3);
 }
+
+#[tokio::test]
+async fn echo_local_answers_a_chat_over_the_demo_project() {
+    let llm = FakeLlm::start(model("The demo project has one conversation.", false, vec![])).await;
+    let app = app(&llm, true).await;
+    let cid = app.initiate().await;
+    app.text_chunk(&cid, 0, "We would like a bigger playground.").await;
+    let summary = common::store::ConversationPatch { summary: Some("A playground.".into()), ..Default::default() };
+    app.local.store.update_conversation(&cid, summary).await.unwrap();
+    llm.set(model("The demo project has one conversation.", false, vec![cid.clone()]));
+    // The demo project has no owner: an admin asks.
+    let body = json!({"messages": [{"role": "user", "content": "What do people want?"}]});
+    let url = app.url(&format!("/api/chats/{}", local::DEMO_CHAT_ID));
+    let got = frames(app.client.post(url).bearer_auth(token(OTHER, true)).json(&body).send().await.unwrap()).await;
+    assert_eq!(references(&got[0]), vec![(cid.clone(), "Ada".to_string())]);
+    assert_eq!(text_of(&got[1..]), "The demo project has one conversation.");
+    let prompt = streamed_requests(&llm)[0]["messages"][2]["content"].as_str().unwrap().to_string();
+    assert!(prompt.contains("bigger playground"), "{prompt}");
+}

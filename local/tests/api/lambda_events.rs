@@ -226,8 +226,8 @@ async fn every_conversations_event_reaches_its_route() {
     assert_eq!(app.local.store.get_conversation(CONVERSATION).await.unwrap(), None);
 }
 
-/// The chat the chat events name (events/gen_dashboard_events.py).
-const CHAT: &str = "66666666-6666-4666-8666-666666666666";
+/// The chat the chat events name (events/gen_dashboard_events.py): echo-local's demo chat.
+const CHAT: &str = local::DEMO_CHAT_ID;
 
 #[tokio::test]
 async fn every_chats_event_reaches_its_route() {
@@ -238,8 +238,7 @@ async fn every_chats_event_reaches_its_route() {
     let mut settings = (*services.settings).clone();
     (settings.llm.small, settings.llm.inference) = (slot.clone(), slot);
     services.settings = std::sync::Arc::new(settings);
-    let chat = common::store::NewChat { id: CHAT.into(), project_id: PROJECT.into(), name: None, auto_select: Some(false) };
-    app.local.store.create_chat(chat).await.unwrap();
+    assert_eq!(app.local.store.get_chat(CHAT).await.unwrap().map(|c| c.project_id), Some(PROJECT.to_string()), "echo-local seeds it");
     let router = || chats::router(chats::AppState::new(services.clone()));
     for (file, expected) in [
         ("chats/add-context.json", Some(Value::Null)),
