@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerate events/conversations/*.json and events/projects/*.json (standard library only).
+"""Regenerate events/conversations/*.json, events/projects/*.json and events/chats/*.json
+(standard library only).
 
 Each file is an API Gateway REST API proxy event (payload format 1.0), built by
 `proxy_event` from gen_upload_chunk.py, so it has exactly the shape of the
 participant events. The API's resources for these groups are
-`/api/conversations/{proxy+}`, `/api/projects/{proxy+}` and `/api/projects`
-(all ANY); `resource`, `requestContext.resourcePath` and `pathParameters`
+`/api/conversations/{proxy+}`, `/api/projects/{proxy+}`, `/api/projects` and
+`/api/chats/{proxy+}` (all ANY); `resource`, `requestContext.resourcePath` and `pathParameters`
 follow the resource API Gateway matches.
 
 POST /api/projects/ (trailing slash) is matched by the `/api/projects`
@@ -65,6 +66,10 @@ PORTAL_ORIGIN = "http://localhost:3001"
 CONVERSATIONS_RESOURCE = "/api/conversations/{proxy+}"
 PROJECTS_PROXY_RESOURCE = "/api/projects/{proxy+}"
 PROJECTS_RESOURCE = "/api/projects"
+CHATS_RESOURCE = "/api/chats/{proxy+}"
+
+# The chat the chat events name; tests create it in PROJECT_ID with CONVERSATION_ID as context.
+CHAT_ID = "66666666-6666-4666-8666-666666666666"
 
 # Dashboard events are timed an hour after the participant ones (12:00 UTC).
 FIRST_EPOCH_MS = 1760619600000  # 16/Oct/2025:13:00:00 +0000
@@ -209,6 +214,20 @@ def project_events():
     ]
 
 
+def chat_events():
+    chat = CHAT_ID
+    question = {"messages": [{"role": "user", "content": "What do people say about the park?"}]}
+    # (file, method, path after /api/chats/ = pathParameters.proxy, options)
+    return [
+        ("context", "GET", f"{chat}/context", {}),
+        ("add-context", "POST", f"{chat}/add-context", {"body": {"conversation_id": CONVERSATION_ID}}),
+        ("delete-context", "POST", f"{chat}/delete-context", {"body": {"auto_select_bool": False}}),
+        ("lock-conversations", "POST", f"{chat}/lock-conversations", {}),
+        # useChat's fetch: the data stream protocol, the answer language in the query.
+        ("chat", "POST", chat, {"query": {"language": "en"}, "body": question, "accept": "*/*"}),
+    ]
+
+
 def main():
     claims = verify_hs256(TOKEN, DIRECTUS_SECRET)
     assert claims == JWT_CLAIMS, claims
@@ -225,6 +244,11 @@ def main():
     for file, method, path, resource, proxy, opts in project_events():
         name = f"projects/{file}"
         written.append(write_event(f"{name}.json", event(name, method, path, resource, proxy=proxy, epoch_ms=epoch, **opts)))
+        epoch += 1000
+    for file, method, proxy, opts in chat_events():
+        name = f"chats/{file}"
+        path = f"/api/chats/{proxy}"
+        written.append(write_event(f"{name}.json", event(name, method, path, CHATS_RESOURCE, proxy=proxy, epoch_ms=epoch, **opts)))
         epoch += 1000
     for out in written:
         print(out)

@@ -132,6 +132,10 @@ pub struct LlmSettings {
     pub inference: LlmSlot,
     /// Whole-request limit of a non-streamed call (`LLM_TIMEOUT_SECONDS`, 120).
     pub timeout_seconds: u64,
+    /// `ENABLE_CHAT_AUTO_SELECT`: the chat's auto-select path (off by default).
+    pub chat_auto_select: bool,
+    /// `DISABLE_CHAT_TITLE_GENERATION`: no chat titles from the SMALL model.
+    pub chat_titles_disabled: bool,
 }
 
 /// The transcription provider (processing.md §5.1), named by `TRANSCRIPTION_PROVIDER`.
@@ -383,6 +387,8 @@ impl Settings {
             small: slot("SMALL_LITELLM"),
             inference,
             timeout_seconds: number("LLM_TIMEOUT_SECONDS", 120)?,
+            chat_auto_select: parse_bool(var("ENABLE_CHAT_AUTO_SELECT").as_deref()),
+            chat_titles_disabled: parse_bool(var("DISABLE_CHAT_TITLE_GENERATION").as_deref()),
         };
 
         let base_url = |name: &str| var(name).map(|u| u.trim_end_matches('/').to_string());

@@ -12,7 +12,7 @@ use common::blob::Blob;
 use common::config::{Settings, StoreSettings};
 use common::offload::OffloadPool;
 use common::queue::in_process::InProcessQueue;
-use common::store::{NewProject, SharedStore, SqliteStore, Store};
+use common::store::{NewChat, NewProject, SharedStore, SqliteStore, Store};
 use common::web::http::CorsPolicy;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -24,6 +24,8 @@ pub mod local_sqs;
 /// echo-local.
 pub const DEMO_PROJECT_ID: &str = "11111111-1111-4111-8111-111111111111";
 pub const DEMO_TAG_ID: &str = "22222222-2222-4222-8222-222222222222";
+/// A dashboard chat in the demo project (the frontend creates chats; echo-local has no frontend).
+pub const DEMO_CHAT_ID: &str = "66666666-6666-4666-8666-666666666666";
 
 const LOCAL_BUCKET: &str = "echo";
 const LOCAL_ACCESS_KEY: &str = "echo-local";
@@ -119,6 +121,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         projects::openapi(),
         stateless::openapi(),
         resources::openapi(),
+        chats::openapi(),
     ])
 }
 
@@ -129,6 +132,7 @@ pub fn api_router(services: common::Services) -> Router {
     let routes = participant::routes(participant::AppState::new(services.clone()))
         .merge(conversations::routes(conversations::AppState::new(services.clone())))
         .merge(projects::routes(projects::AppState::new(services.clone())))
+        .merge(chats::routes(chats::AppState::new(services.clone())))
         .merge(stateless::routes(stateless::AppState::new(services.clone())))
         // Served from DATABASE_URL when it is set; 503 "Resources are unavailable" otherwise.
         .merge(resources::routes(resources::AppState::new(services)))
@@ -233,11 +237,19 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     Ok(Local { api_url: format!("http://{api_addr}"), s3_url, settings, store, queue, state, audio_worker, network_worker, tasks })
 }
 
-/// Creates the demo project and its tag unless they exist.
+/// Creates the demo project, its tag and its chat unless they exist.
 pub async fn seed_demo_project(store: &dyn Store) -> anyhow::Result<()> {
-    if store.get_project(DEMO_PROJECT_ID).await?.is_some() {
-        return Ok(());
+    if store.get_project(DEMO_PROJECT_ID).await?.is_none() {
+        seed_project(store).await?;
     }
+    if store.get_chat(DEMO_CHAT_ID).await?.is_none() {
+        let chat = NewChat { id: DEMO_CHAT_ID.into(), project_id: DEMO_PROJECT_ID.into(), name: None, auto_select: Some(true) };
+        store.create_chat(chat).await?;
+    }
+    Ok(())
+}
+
+async fn seed_project(store: &dyn Store) -> anyhow::Result<()> {
     store
         .create_project(NewProject {
             id: DEMO_PROJECT_ID.into(),

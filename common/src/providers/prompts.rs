@@ -13,6 +13,37 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("default_whisper_prompt.en", include_str!("../../prompts/default_whisper_prompt.en.jinja")),
     ("default_view_recurring_themes.en", include_str!("../../prompts/default_view_recurring_themes.en.jinja")),
     ("transcript_correction_workflow.en", include_str!("../../prompts/transcript_correction_workflow.en.jinja")),
+    // The dashboard chat's templates, one file per language (processing.md §10).
+    ("system_chat.en", include_str!("../../prompts/system_chat.en.jinja")),
+    ("system_chat.nl", include_str!("../../prompts/system_chat.nl.jinja")),
+    ("system_chat.de", include_str!("../../prompts/system_chat.de.jinja")),
+    ("system_chat.fr", include_str!("../../prompts/system_chat.fr.jinja")),
+    ("system_chat.es", include_str!("../../prompts/system_chat.es.jinja")),
+    ("context_project.en", include_str!("../../prompts/context_project.en.jinja")),
+    ("context_project.nl", include_str!("../../prompts/context_project.nl.jinja")),
+    ("context_project.de", include_str!("../../prompts/context_project.de.jinja")),
+    ("context_project.fr", include_str!("../../prompts/context_project.fr.jinja")),
+    ("context_project.es", include_str!("../../prompts/context_project.es.jinja")),
+    ("context_conversations.en", include_str!("../../prompts/context_conversations.en.jinja")),
+    ("context_conversations.nl", include_str!("../../prompts/context_conversations.nl.jinja")),
+    ("context_conversations.de", include_str!("../../prompts/context_conversations.de.jinja")),
+    ("context_conversations.fr", include_str!("../../prompts/context_conversations.fr.jinja")),
+    ("context_conversations.es", include_str!("../../prompts/context_conversations.es.jinja")),
+    ("generate_chat_title.en", include_str!("../../prompts/generate_chat_title.en.jinja")),
+    ("generate_chat_title.nl", include_str!("../../prompts/generate_chat_title.nl.jinja")),
+    ("generate_chat_title.de", include_str!("../../prompts/generate_chat_title.de.jinja")),
+    ("generate_chat_title.fr", include_str!("../../prompts/generate_chat_title.fr.jinja")),
+    ("generate_chat_title.es", include_str!("../../prompts/generate_chat_title.es.jinja")),
+    ("is_followup_question.en", include_str!("../../prompts/is_followup_question.en.jinja")),
+    ("is_followup_question.nl", include_str!("../../prompts/is_followup_question.nl.jinja")),
+    ("is_followup_question.de", include_str!("../../prompts/is_followup_question.de.jinja")),
+    ("is_followup_question.fr", include_str!("../../prompts/is_followup_question.fr.jinja")),
+    ("is_followup_question.es", include_str!("../../prompts/is_followup_question.es.jinja")),
+    ("auto_select_conversations.en", include_str!("../../prompts/auto_select_conversations.en.jinja")),
+    ("auto_select_conversations.nl", include_str!("../../prompts/auto_select_conversations.nl.jinja")),
+    ("auto_select_conversations.de", include_str!("../../prompts/auto_select_conversations.de.jinja")),
+    ("auto_select_conversations.fr", include_str!("../../prompts/auto_select_conversations.fr.jinja")),
+    ("auto_select_conversations.es", include_str!("../../prompts/auto_select_conversations.es.jinja")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +114,25 @@ mod tests {
         let full =
             render("transcript_correction_workflow", "en", context! { hotwords_str => "Dembrane, ECHO", pii_redaction => true }).unwrap();
         assert!(full.contains("Dembrane, ECHO") && full.contains("[NAME]"));
+    }
+
+    #[test]
+    fn chat_templates_exist_in_every_language_and_name_it() {
+        let conversations = vec![context! { name => "Ada", tags => "park", created_at => "", duration => "", transcript => "swings" }];
+        for language in ["en", "nl", "de", "fr", "es"] {
+            for name in ["system_chat", "context_project", "context_conversations", "generate_chat_title", "is_followup_question"] {
+                let ctx = context! { language, project_context => "name : P", conversations, user_query => "q?", current_question => "q?" };
+                let text = render(name, language, ctx).unwrap();
+                assert!(text.contains(&format!("\"{language}\"")) || text.contains(&format!("« {language} »")), "{name}.{language}");
+                assert!(environment().get_template(&format!("{name}.{language}")).is_ok(), "{name}.{language} has its own file");
+            }
+            let ctx = context! { language, user_queries => vec!["q?"], conversations => vec![context! { id => "c-1", summary => "s" }] };
+            let text = render("auto_select_conversations", language, ctx).unwrap();
+            assert!(text.contains("id=\"c-1\"") && text.contains("selected_conversation_ids"), "{language}");
+        }
+        let text = render("context_conversations", "en", context! { language => "en", conversations }).unwrap();
+        assert!(text.contains("<name>Ada</name>") && text.contains("swings"));
+        assert!(render("system_chat", "pt", context! { language => "pt" }).unwrap().contains("\"pt\""), "English instructions as fallback");
     }
 
     #[test]

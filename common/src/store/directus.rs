@@ -87,6 +87,26 @@ const NOTIFICATIONS: &str = "project_report_notification_participants";
 const REPLY_FIELDS: &[&str] = &["id", "conversation_id", "content_text", "type", "date_created"];
 const REPORT_FIELDS: &[&str] = &["id", "content", "project_id", "language", "status", "show_portal_link", "date_created"];
 
+const CHAT_MESSAGE_FIELDS: &[&str] = &["id", "project_chat_id", "message_from", "text", "tokens_count", "template_key", "date_created"];
+/// The message junctions: used (locked) and added conversations.
+const USED_LINKS: &str = "project_chat_message_conversation";
+const ADDED_LINKS: &str = "project_chat_message_conversation_1";
+
+fn chat_message_from(value: &Value) -> StoreResult<ChatMessage> {
+    let r = Row::new("project_chat_message", value)?;
+    Ok(ChatMessage {
+        id: r.required("id")?,
+        chat_id: r.string("project_chat_id").unwrap_or_default(),
+        message_from: r.string("message_from"),
+        text: r.string("text"),
+        tokens_count: r.int("tokens_count"),
+        template_key: r.string("template_key"),
+        date_created: r.time("date_created"),
+        used_conversation_ids: Vec::new(),
+        added_conversation_ids: Vec::new(),
+    })
+}
+
 fn reply_from(value: &Value) -> StoreResult<super::Reply> {
     let r = Row::new("conversation_reply", value)?;
     Ok(super::Reply {
@@ -1162,6 +1182,130 @@ impl Store for DirectusStore {
             tracing::debug!(id, "email_opt_in: no such row");
         }
         Ok(())
+    }
+    async fn get_chat(&self, id: &str) -> StoreResult<Option<Chat>> {
+        let fields = ["id", "project_id", "name", "auto_select"].iter().map(|f| f.to_string()).collect();
+        let Some(row) = self.search_one("project_chat", json!({ "id": eq(id) }), fields, None).await? else {
+            return Ok(None);
+        };
+        let r = Row::new("project_chat", &row)?;
+        let links =
+            self.search_all("project_chat_conversation", json!({ "project_chat_id": eq(id) }), &["id", "conversation_id"], &["id"]).await?;
+        Ok(Some(Chat {
+            id: r.required("id")?,
+            project_id: r.string("project_id").unwrap_or_default(),
+            name: r.string("name"),
+            auto_select: r.bool("auto_select"),
+            conversation_ids: links
+                .iter()
+                .filter_map(|l| Row::new("project_chat_conversation", l).ok()?.string("conversation_id"))
+                .collect(),
+        }))
+    }
+
+    async fn create_chat(&self, chat: NewChat) -> StoreResult<Chat> {
+        let body = json!({ "id": chat.id, "project_id": chat.project_id, "name": chat.name, "auto_select": chat.auto_select });
+        self.create("project_chat", body, Some(&chat.id), "id").await?;
+        self.get_chat(&chat.id).await?.ok_or_else(|| StoreError::Other(format!("project_chat {} vanished after create", chat.id)))
+    }
+
+    async fn update_chat(&self, id: &str, patch: ChatPatch) -> StoreResult<bool> {
+        let mut body = Map::new();
+        if let Some(name) = patch.name {
+            body.insert("name".into(), json!(name));
+        }
+        if let Some(auto_select) = patch.auto_select {
+            body.insert("auto_select".into(), json!(auto_select));
+        }
+        self.patch("project_chat", id, Value::Object(body)).await
+    }
+
+    async fn add_chat_conversation(&self, chat_id: &str, conversation_id: &str) -> StoreResult<()> {
+        let body = json!({ "project_chat_id": chat_id, "conversation_id": conversation_id });
+        self.create("project_chat_conversation", body, None, "id").await.map(drop)
+    }
+
+    async fn remove_chat_conversation(&self, chat_id: &str, conversation_id: &str) -> StoreResult<bool> {
+        let filter = json!({ "_and": [{ "project_chat_id": eq(chat_id) }, { "conversation_id": eq(conversation_id) }] });
+        let rows = self.search_all("project_chat_conversation", filter, &["id"], &["id"]).await?;
+        for row in &rows {
+            let id = Row::new("project_chat_conversation", row)?.required("id")?;
+            self.delete("project_chat_conversation", &id).await?;
+        }
+        Ok(!rows.is_empty())
+    }
+
+    async fn list_chat_messages(&self, chat_id: &str) -> StoreResult<Vec<ChatMessage>> {
+        let rows = self
+            .search_all("project_chat_message", json!({ "project_chat_id": eq(chat_id) }), CHAT_MESSAGE_FIELDS, &["date_created", "id"])
+            .await?;
+        let mut messages = rows.iter().map(chat_message_from).collect::<StoreResult<Vec<_>>>()?;
+        // The junction rows of all the chat's messages, one paged read per junction.
+        let filter = json!({ "project_chat_message_id": { "project_chat_id": eq(chat_id) } });
+        let fields = &["id", "project_chat_message_id", "conversation_id"];
+        for (junction, used) in [(USED_LINKS, true), (ADDED_LINKS, false)] {
+            for link in self.search_all(junction, filter.clone(), fields, &["id"]).await? {
+                let link = Row::new(junction, &link)?;
+                let (Some(message_id), Some(conversation_id)) = (link.string("project_chat_message_id"), link.string("conversation_id"))
+                else {
+                    continue;
+                };
+                if let Some(m) = messages.iter_mut().find(|m| m.id == message_id) {
+                    if used { &mut m.used_conversation_ids } else { &mut m.added_conversation_ids }.push(conversation_id);
+                }
+            }
+        }
+        Ok(messages)
+    }
+
+    async fn create_chat_message(&self, m: NewChatMessage) -> StoreResult<ChatMessage> {
+        let links = |ids: &[String]| json!({ "create": ids.iter().map(|c| json!({ "conversation_id": c })).collect::<Vec<_>>() });
+        let body = json!({
+            "id": m.id,
+            "project_chat_id": m.chat_id,
+            "message_from": m.message_from,
+            "text": m.text,
+            // The junction rows are created with the message, in the same write.
+            "used_conversations": links(&m.used_conversation_ids),
+            "added_conversations": links(&m.added_conversation_ids),
+        });
+        let row = match self.create("project_chat_message", body, Some(&m.id), &fields_param(CHAT_MESSAGE_FIELDS)).await? {
+            CreateOutcome::Created(row) => Some(row),
+            CreateOutcome::CreatedByEarlierTry => None,
+        };
+        let row = match row {
+            Some(row) => row,
+            None => self
+                .search_one(
+                    "project_chat_message",
+                    json!({ "id": eq(&m.id) }),
+                    CHAT_MESSAGE_FIELDS.iter().map(|f| f.to_string()).collect(),
+                    None,
+                )
+                .await?
+                .ok_or_else(|| StoreError::Other(format!("project_chat_message {} vanished after create", m.id)))?,
+        };
+        let mut message = chat_message_from(&row)?;
+        message.used_conversation_ids = m.used_conversation_ids;
+        message.added_conversation_ids = m.added_conversation_ids;
+        Ok(message)
+    }
+
+    async fn update_chat_message(&self, id: &str, patch: ChatMessagePatch) -> StoreResult<bool> {
+        let mut body = Map::new();
+        if let Some(tokens) = patch.tokens_count {
+            body.insert("tokens_count".into(), json!(tokens));
+        }
+        if let Some(key) = patch.template_key {
+            body.insert("template_key".into(), json!(key));
+        }
+        self.patch("project_chat_message", id, Value::Object(body)).await
+    }
+
+    async fn delete_chat_message(&self, id: &str) -> StoreResult<bool> {
+        let existed = self.exists("project_chat_message", id).await?;
+        self.delete("project_chat_message", id).await?;
+        Ok(existed)
     }
 }
 

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::Dependency;
 
+mod chat;
 pub mod directus;
 pub mod sqlite;
 
+pub use chat::{Chat, ChatMessage, ChatMessagePatch, ChatPatch, NewChat, NewChatMessage};
 pub use directus::{DirectusConfig, DirectusStore};
 pub use sqlite::SqliteStore;
 
@@ -381,6 +383,24 @@ pub trait Store: Send + Sync + 'static {
     /// Every row of the project with that opt-out token (all pages).
     async fn notification_participants_by_token(&self, project_id: &str, token: &str) -> StoreResult<Vec<NotificationParticipant>>;
     async fn set_notification_opt_in(&self, id: &str, email_opt_in: bool) -> StoreResult<()>;
+
+    /// A chat and its context conversations (chat.rs).
+    async fn get_chat(&self, id: &str) -> StoreResult<Option<Chat>>;
+    async fn create_chat(&self, chat: NewChat) -> StoreResult<Chat>;
+    /// Changes a chat; false when it no longer exists.
+    async fn update_chat(&self, id: &str, patch: ChatPatch) -> StoreResult<bool>;
+    /// Creates one `project_chat_conversation` row.
+    async fn add_chat_conversation(&self, chat_id: &str, conversation_id: &str) -> StoreResult<()>;
+    /// Deletes the chat's rows for that conversation; false when there were none.
+    async fn remove_chat_conversation(&self, chat_id: &str, conversation_id: &str) -> StoreResult<bool>;
+    /// Every message of a chat (all pages), ascending `date_created`.
+    async fn list_chat_messages(&self, chat_id: &str) -> StoreResult<Vec<ChatMessage>>;
+    /// Creates the message and its junction rows in one write.
+    async fn create_chat_message(&self, message: NewChatMessage) -> StoreResult<ChatMessage>;
+    /// Changes a message; false when it no longer exists.
+    async fn update_chat_message(&self, id: &str, patch: ChatMessagePatch) -> StoreResult<bool>;
+    /// Deletes a message; already gone is fine (returns false).
+    async fn delete_chat_message(&self, id: &str) -> StoreResult<bool>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_participant.sql"),
     include_str!("../../migrations/0002_dashboard.sql"),
     include_str!("../../migrations/0003_library.sql"),
+    include_str!("../../migrations/0004_chats.sql"),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +80,51 @@ fn is_unique_violation(err: &rusqlite::Error) -> bool {
     use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
     let rusqlite::Error::SqliteFailure(e, _) = err else { return false };
     matches!(e.extended_code, SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE)
+}
+
+fn load_chat(conn: &Connection, id: &str) -> rusqlite::Result<Option<Chat>> {
+    let sql = "SELECT id, project_id, name, auto_select FROM project_chat WHERE id = ?1";
+    let chat = conn
+        .query_row(sql, [id], |r| {
+            Ok(Chat { id: r.get(0)?, project_id: r.get(1)?, name: r.get(2)?, auto_select: r.get(3)?, conversation_ids: Vec::new() })
+        })
+        .optional()?;
+    let Some(mut chat) = chat else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT conversation_id FROM project_chat_conversation WHERE project_chat_id = ?1 AND conversation_id IS NOT NULL ORDER BY id",
+    )?;
+    chat.conversation_ids = stmt.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(Some(chat))
+}
+
+const CHAT_MESSAGE_COLUMNS: &str = "id, project_chat_id, message_from, text, tokens_count, template_key, date_created";
+
+fn chat_message_from_row(r: &Row) -> rusqlite::Result<ChatMessage> {
+    Ok(ChatMessage {
+        id: r.get(0)?,
+        chat_id: r.get(1)?,
+        message_from: r.get(2)?,
+        text: r.get(3)?,
+        tokens_count: r.get(4)?,
+        template_key: r.get(5)?,
+        date_created: parse_ts(r.get(6)?),
+        used_conversation_ids: Vec::new(),
+        added_conversation_ids: Vec::new(),
+    })
+}
+
+/// The conversation ids of a message in one of its two junctions.
+fn message_links(conn: &Connection, junction: &str, message_id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT conversation_id FROM {junction} WHERE project_chat_message_id = ?1 AND conversation_id IS NOT NULL ORDER BY id"
+    ))?;
+    stmt.query_map([message_id], |r| r.get(0))?.collect()
+}
+
+fn with_links(conn: &Connection, mut message: ChatMessage) -> rusqlite::Result<ChatMessage> {
+    message.used_conversation_ids = message_links(conn, "project_chat_message_conversation", &message.id)?;
+    message.added_conversation_ids = message_links(conn, "project_chat_message_conversation_1", &message.id)?;
+    Ok(message)
 }
 
 impl SqliteStore {
@@ -847,5 +893,131 @@ impl Store for SqliteStore {
             .map(drop)
         })
         .await
+    }
+
+    async fn get_chat(&self, id: &str) -> StoreResult<Option<Chat>> {
+        let id = id.to_string();
+        self.call("project_chat", move |conn| load_chat(conn, &id)).await
+    }
+
+    async fn create_chat(&self, chat: NewChat) -> StoreResult<Chat> {
+        let id = chat.id.clone();
+        let created = self
+            .call("project_chat", move |conn| {
+                let inserted = conn.execute(
+                    "INSERT INTO project_chat (id, project_id, name, auto_select, date_created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![chat.id, chat.project_id, chat.name, chat.auto_select, now()],
+                );
+                match inserted {
+                    Ok(_) => load_chat(conn, &chat.id),
+                    Err(err) if is_unique_violation(&err) => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+        created.ok_or(StoreError::AlreadyExists { collection: "project_chat", id })
+    }
+
+    async fn update_chat(&self, id: &str, patch: ChatPatch) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call("project_chat", move |conn| {
+            conn.execute(
+                "UPDATE project_chat SET name = COALESCE(?2, name), auto_select = COALESCE(?3, auto_select), date_updated = ?4 \
+                 WHERE id = ?1",
+                params![id, patch.name, patch.auto_select, now()],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn add_chat_conversation(&self, chat_id: &str, conversation_id: &str) -> StoreResult<()> {
+        let (chat_id, conversation_id) = (chat_id.to_string(), conversation_id.to_string());
+        self.call("project_chat_conversation", move |conn| {
+            conn.execute(
+                "INSERT INTO project_chat_conversation (project_chat_id, conversation_id) VALUES (?1, ?2)",
+                params![chat_id, conversation_id],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn remove_chat_conversation(&self, chat_id: &str, conversation_id: &str) -> StoreResult<bool> {
+        let (chat_id, conversation_id) = (chat_id.to_string(), conversation_id.to_string());
+        self.call("project_chat_conversation", move |conn| {
+            conn.execute(
+                "DELETE FROM project_chat_conversation WHERE project_chat_id = ?1 AND conversation_id = ?2",
+                params![chat_id, conversation_id],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn list_chat_messages(&self, chat_id: &str) -> StoreResult<Vec<ChatMessage>> {
+        let chat_id = chat_id.to_string();
+        self.call("project_chat_message", move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CHAT_MESSAGE_COLUMNS} FROM project_chat_message WHERE project_chat_id = ?1 ORDER BY date_created, rowid"
+            ))?;
+            let messages = stmt.query_map([chat_id], chat_message_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            messages.into_iter().map(|m| with_links(conn, m)).collect()
+        })
+        .await
+    }
+
+    async fn create_chat_message(&self, m: NewChatMessage) -> StoreResult<ChatMessage> {
+        let id = m.id.clone();
+        let created = self
+            .call("project_chat_message", move |conn| {
+                let tx = conn.transaction()?;
+                let inserted = tx.execute(
+                    "INSERT INTO project_chat_message (id, project_chat_id, message_from, text, date_created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![m.id, m.chat_id, m.message_from, m.text, now()],
+                );
+                match inserted {
+                    Ok(_) => {}
+                    Err(err) if is_unique_violation(&err) => return Ok(None),
+                    Err(err) => return Err(err),
+                }
+                for (junction, ids) in [
+                    ("project_chat_message_conversation", &m.used_conversation_ids),
+                    ("project_chat_message_conversation_1", &m.added_conversation_ids),
+                ] {
+                    for cid in ids {
+                        tx.execute(
+                            &format!("INSERT INTO {junction} (project_chat_message_id, conversation_id) VALUES (?1, ?2)"),
+                            params![m.id, cid],
+                        )?;
+                    }
+                }
+                let sql = format!("SELECT {CHAT_MESSAGE_COLUMNS} FROM project_chat_message WHERE id = ?1");
+                let message = tx.query_row(&sql, [&m.id], chat_message_from_row)?;
+                let message = with_links(&tx, message)?;
+                tx.commit()?;
+                Ok(Some(message))
+            })
+            .await?;
+        created.ok_or(StoreError::AlreadyExists { collection: "project_chat_message", id })
+    }
+
+    async fn update_chat_message(&self, id: &str, patch: ChatMessagePatch) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call("project_chat_message", move |conn| {
+            conn.execute(
+                "UPDATE project_chat_message SET tokens_count = COALESCE(?2, tokens_count), \
+                 template_key = COALESCE(?3, template_key), date_updated = ?4 WHERE id = ?1",
+                params![id, patch.tokens_count, patch.template_key, now()],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn delete_chat_message(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call("project_chat_message", move |conn| conn.execute("DELETE FROM project_chat_message WHERE id = ?1", [id]).map(|n| n > 0))
+            .await
     }
 }

@@ -257,6 +257,12 @@ pub fn event_stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response
     res
 }
 
+/// One frame of the AI-SDK data stream: `{code}:{JSON string}\n` (`0` text, `3` error), as
+/// get-reply and the chat send it.
+pub fn data_stream_frame(code: char, text: &str) -> Bytes {
+    Bytes::from(format!("{code}:{}\n", serde_json::to_string(text).expect("strings serialize")))
+}
+
 /// A JSON body; any failure is a 422 in FastAPI's shape, naming the field.
 pub struct JsonBody<T>(pub T);
 

@@ -72,6 +72,7 @@ const TAGS: &[(&str, &str)] = &[
     ("participant", "The recording portal (public)"),
     ("conversations", "Dashboard conversation endpoints, get-reply and the health stream"),
     ("projects", "Dashboard project endpoints"),
+    ("chats", "The dashboard's chat: context conversations and streamed answers"),
     ("stateless", "Callbacks from other services (RunPod's transcription webhook)"),
     ("resources", "Legacy project documents (PDFs): the Postgres `document` table"),
 ];

@@ -67,6 +67,35 @@ impl Seed {
     }
 }
 
+impl Seed {
+    /// How many rows of `collection` have `field` = `value`.
+    async fn count(&self, collection: &str, field: &str, value: &str) -> usize {
+        match self {
+            Seed::Sqlite(path) => {
+                let db = rusqlite::Connection::open(path).unwrap();
+                let sql = format!("SELECT COUNT(*) FROM {collection} WHERE {field} = ?1");
+                db.query_row(&sql, [value], |r| r.get::<_, i64>(0)).unwrap() as usize
+            }
+            Seed::Directus { url, token } => {
+                let answer: serde_json::Value = reqwest::Client::new()
+                    .get(format!("{url}/items/{collection}"))
+                    .query(&[("aggregate[count]", "*"), (&format!("filter[{field}][_eq]"), value)])
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let count = &answer["data"][0]["count"];
+                count.as_u64().or_else(|| count.as_str().and_then(|c| c.parse().ok())).unwrap() as usize
+            }
+        }
+    }
+}
+
 async fn project(b: &Backend<'_>, open: bool) -> Project {
     b.store
         .create_project(NewProject {
@@ -399,6 +428,83 @@ async fn library(b: &Backend<'_>) {
     assert!(!store.analysis_run_has_view(&run, "other?").await.unwrap());
 }
 
+/// The dashboard chat: the chat row, its context conversations (junction order, one row per
+/// add, removed exactly once) and its messages with their junction rows (ascending
+/// `date_created` over every page).
+async fn chats(b: &Backend<'_>) {
+    let store = b.store;
+    let p = project(b, true).await;
+    let mut cids = Vec::new();
+    for _ in 0..3 {
+        let cid = uuid();
+        store.create_conversation(NewConversation { id: cid.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
+        cids.push(cid);
+    }
+    let id = uuid();
+    let chat = store.create_chat(NewChat { id: id.clone(), project_id: p.id.clone(), name: None, auto_select: Some(true) }).await.unwrap();
+    assert_eq!((chat.name, chat.auto_select, chat.conversation_ids.len()), (None, Some(true), 0));
+    let again = store.create_chat(NewChat { id: id.clone(), project_id: p.id.clone(), ..Default::default() }).await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists { .. })), "{again:?}");
+    assert_eq!(store.get_chat(&uuid()).await.unwrap(), None);
+    assert!(store.update_chat(&id, ChatPatch { name: Some("Park".into()), auto_select: Some(false) }).await.unwrap());
+    assert!(!store.update_chat(&uuid(), ChatPatch { name: Some("x".into()), ..Default::default() }).await.unwrap());
+    let chat = store.get_chat(&id).await.unwrap().unwrap();
+    assert_eq!((chat.name.as_deref(), chat.auto_select, chat.project_id.as_str()), (Some("Park"), Some(false), p.id.as_str()));
+
+    store.add_chat_conversation(&id, &cids[1]).await.unwrap();
+    store.add_chat_conversation(&id, &cids[0]).await.unwrap();
+    store.add_chat_conversation(&id, &cids[2]).await.unwrap();
+    assert_eq!(store.get_chat(&id).await.unwrap().unwrap().conversation_ids, vec![cids[1].clone(), cids[0].clone(), cids[2].clone()]);
+    assert_eq!(b.seed.count("project_chat_conversation", "project_chat_id", &id).await, 3, "one row per add");
+    assert!(store.remove_chat_conversation(&id, &cids[1]).await.unwrap());
+    assert!(!store.remove_chat_conversation(&id, &cids[1]).await.unwrap(), "removed once");
+    assert_eq!(b.seed.count("project_chat_conversation", "project_chat_id", &id).await, 2);
+    assert_eq!(store.get_chat(&id).await.unwrap().unwrap().conversation_ids, vec![cids[0].clone(), cids[2].clone()]);
+
+    let message = |from: &str, text: &str, used: &[&String], added: &[&String]| NewChatMessage {
+        id: uuid(),
+        chat_id: id.clone(),
+        message_from: from.into(),
+        text: text.into(),
+        used_conversation_ids: used.iter().map(|s| s.to_string()).collect(),
+        added_conversation_ids: added.iter().map(|s| s.to_string()).collect(),
+    };
+    let sent = [
+        message("user", "first", &[], &[]),
+        message("dembrane", "You added 2 conversations", &[&cids[0], &cids[2]], &[&cids[0]]),
+        message("assistant", "an answer", &[], &[]),
+        message("user", "second", &[], &[]),
+        message("user", "third", &[], &[]),
+    ];
+    for m in &sent {
+        let created = store.create_chat_message(m.clone()).await.unwrap();
+        assert_eq!((created.id.as_str(), created.used_conversation_ids.len()), (m.id.as_str(), m.used_conversation_ids.len()));
+        // Distinct creation times, so `date_created` orders them.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let taken = store.create_chat_message(sent[0].clone()).await;
+    assert!(matches!(taken, Err(StoreError::AlreadyExists { .. })), "{taken:?}");
+    let listed = store.list_chat_messages(&id).await.unwrap();
+    assert_eq!(listed.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), sent.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+    assert_eq!(listed[1].message_from.as_deref(), Some("dembrane"));
+    assert_eq!(listed[1].used_conversation_ids, vec![cids[0].clone(), cids[2].clone()]);
+    assert_eq!(listed[1].added_conversation_ids, vec![cids[0].clone()]);
+    assert!(listed[0].used_conversation_ids.is_empty() && listed[0].tokens_count.is_none() && listed[0].date_created.is_some());
+    assert_eq!(b.seed.count("project_chat_message_conversation", "project_chat_message_id", &sent[1].id).await, 2);
+    assert_eq!(b.seed.count("project_chat_message_conversation_1", "project_chat_message_id", &sent[1].id).await, 1);
+
+    let patch = ChatMessagePatch { tokens_count: Some(7), template_key: Some("summarize".into()) };
+    assert!(store.update_chat_message(&sent[0].id, patch).await.unwrap());
+    assert!(!store.update_chat_message(&uuid(), ChatMessagePatch { tokens_count: Some(1), ..Default::default() }).await.unwrap());
+    let first = store.list_chat_messages(&id).await.unwrap().remove(0);
+    assert_eq!((first.tokens_count, first.template_key.as_deref(), first.text.as_deref()), (Some(7), Some("summarize"), Some("first")));
+
+    assert!(store.delete_chat_message(&sent[4].id).await.unwrap());
+    assert!(!store.delete_chat_message(&sent[4].id).await.unwrap(), "deleted once");
+    assert_eq!(store.list_chat_messages(&id).await.unwrap().len(), 4);
+    assert!(store.list_chat_messages(&uuid()).await.unwrap().is_empty());
+}
+
 async fn run_contract(b: &Backend<'_>) {
     projects_and_tags(b).await;
     conversations(b).await;
@@ -408,6 +514,7 @@ async fn run_contract(b: &Backend<'_>) {
     notification_participants(b).await;
     dashboard_operations(b).await;
     library(b).await;
+    chats(b).await;
 }
 
 #[tokio::test]

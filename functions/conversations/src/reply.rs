@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::providers::llm::{LlmError, Message};
 use common::store::is_uuid;
 use common::store::{ChunkOrder, Conversation, Project};
-use common::web::http::JsonBody;
+use common::web::http::{JsonBody, data_stream_frame as frame};
 use futures::StreamExt;
 use minijinja::context;
 use serde::Deserialize;
@@ -26,10 +26,6 @@ const SOMETHING_WENT_WRONG: &str = "Something went wrong.";
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReplyBody {
     language: String,
-}
-
-fn frame(code: char, text: &str) -> Bytes {
-    Bytes::from(format!("{code}:{}\n", serde_json::to_string(text).expect("strings serialize")))
 }
 
 #[utoipa::path(

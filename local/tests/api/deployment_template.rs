@@ -283,6 +283,7 @@ const SAMPLES: &[(&str, &str, &str)] = &[
     ("/api/projects/{proxy+}", "GET", "/api/projects/11111111-1111-4111-8111-111111111111/transcripts"),
     ("/api/stateless/{proxy+}", "POST", "/api/stateless/webhook/transcribe"),
     ("/api/resources/{proxy+}", "GET", "/api/resources/66666666-6666-4666-8666-666666666666"),
+    ("/api/chats/{proxy+}", "GET", "/api/chats/66666666-6666-4666-8666-666666666666/context"),
 ];
 
 /// Routes no function owns: the function they go to answers the JSON 404 (api.md §1.1, D1).
@@ -297,6 +298,7 @@ const REQUIRED_ROUTES: &[(&str, &str)] = &[
     ("/api/projects/{proxy+}", "projects"),
     ("/api/stateless/{proxy+}", "stateless"),
     ("/api/resources/{proxy+}", "resources"),
+    ("/api/chats/{proxy+}", "chats"),
     ("/{proxy+}", "participant"),
 ];
 
@@ -349,6 +351,7 @@ async fn every_api_route_reaches_its_functions_router() {
             "projects" => projects::router(projects::AppState::new(services.clone())),
             "stateless" => stateless::router(stateless::AppState::new(services.clone())),
             "resources" => resources::router(resources::AppState::new(services.clone())),
+            "chats" => chats::router(chats::AppState::new(services.clone())),
             other => panic!("an API route goes to {other:?}, which has no HTTP router"),
         }
     };
@@ -550,7 +553,7 @@ fn no_iam_statement_writes_on_every_resource() {
 fn streaming_groups_stream_every_route() {
     let t = Template::load();
     for (function, binary, event, route, _, mode) in api_routes(&t) {
-        let streams = matches!(binary.as_str(), "conversations" | "projects");
+        let streams = matches!(binary.as_str(), "conversations" | "projects" | "chats");
         if streams {
             assert_eq!(
                 mode.as_deref(),
@@ -657,10 +660,10 @@ fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
         assert_eq!(readable, given, "{name}: the role reads exactly the parameters the function is given");
         checked += given.len();
     }
-    // Directus token x7, secret x3, LLM keys x4, transcription keys x3, the RunPod webhook secret
+    // Directus token x7, secret x3, LLM keys x6, transcription keys x3, the RunPod webhook secret
     // x2, the topic modeler key, the Vertex service account and the database URL (template.yaml
     // "Secrets").
-    assert_eq!(checked, 22);
+    assert_eq!(checked, 24);
 }
 
 // ------------------------------------------------------------------ tracing and metrics

@@ -94,8 +94,8 @@ async fn every_participant_event_reaches_its_route() {
 #[tokio::test]
 async fn every_event_file_is_covered() {
     let mut files = Vec::new();
-    for dir in
-        ["", "participant", "conversations", "projects", "stateless", "resources", "tasks", "scheduler"].map(|d| events_dir().join(d))
+    for dir in ["", "participant", "conversations", "projects", "chats", "stateless", "resources", "tasks", "scheduler"]
+        .map(|d| events_dir().join(d))
     {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -260,6 +260,42 @@ async fn every_resources_event_reaches_its_route() {
         }
     }
     assert_eq!(pg.row(RESOURCE).await, None, "the delete event removed the row");
+}
+
+/// The chat the chat events name (events/gen_dashboard_events.py): echo-local's demo chat.
+const CHAT: &str = local::DEMO_CHAT_ID;
+
+#[tokio::test]
+async fn every_chats_event_reaches_its_route() {
+    let llm = FakeLlm::start(LlmBehaviour::Reply("People like the park.".into())).await;
+    let slot = llm.slot();
+    let app = dashboard_app(&llm).await;
+    let mut services = app.local.state.services.clone();
+    let mut settings = (*services.settings).clone();
+    (settings.llm.small, settings.llm.inference) = (slot.clone(), slot);
+    services.settings = std::sync::Arc::new(settings);
+    assert_eq!(app.local.store.get_chat(CHAT).await.unwrap().map(|c| c.project_id), Some(PROJECT.to_string()), "echo-local seeds it");
+    let router = || chats::router(chats::AppState::new(services.clone()));
+    for (file, expected) in [
+        ("chats/add-context.json", Some(Value::Null)),
+        ("chats/lock-conversations.json", None),
+        ("chats/delete-context.json", Some(Value::Null)),
+        ("chats/context.json", None),
+    ] {
+        let (status, body) = invoke_on(router(), file).await;
+        assert_eq!(status, 200, "{file}: {body:?}");
+        if let Some(expected) = expected {
+            assert_eq!(body, Some(expected), "{file}");
+        }
+    }
+    let (_, context) = invoke_on(router(), "chats/context.json").await;
+    assert_eq!(context.unwrap()["locked_conversation_id_list"], json!([CONVERSATION]));
+    let response = router().oneshot(event_request("chats/chat.json")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).starts_with("0:\"Peo"), "{body:?}");
+    let prompt = llm.requests.lock().unwrap().last().unwrap()["messages"][2]["content"].to_string();
+    assert!(prompt.contains("We talked about the park."), "the locked conversation's transcript: {prompt}");
 }
 
 #[derive(Default)]

@@ -34,6 +34,7 @@ fn function_of(path: &Path, event: &Value) -> &'static str {
         "projects" => "projects",
         "stateless" => "stateless",
         "resources" => "resources",
+        "chats" => "chats",
         "scheduler" => "scheduler",
         "tasks" if event["Records"][0]["eventSourceARN"].as_str().unwrap_or_default().ends_with("-audio") => "audio-worker",
         "tasks" => "network-worker",
@@ -117,7 +118,7 @@ async fn every_function_answers_its_events_with_the_watch_settings() {
         let name = path.strip_prefix(workspace().join("events")).unwrap().display().to_string();
         by_function.entry(function_of(&path, &serde_json::from_str(&text).unwrap())).or_default().push((name, text));
     }
-    assert_eq!(by_function.len(), 8, "every function has events: {:?}", by_function.keys());
+    assert_eq!(by_function.len(), 9, "every function has events: {:?}", by_function.keys());
     let mut answered = BTreeMap::new();
     for (bin, events) in &by_function {
         let bodies: Vec<String> = events.iter().map(|(_, text)| text.clone()).collect();
@@ -128,7 +129,7 @@ async fn every_function_answers_its_events_with_the_watch_settings() {
     }
 
     for (name, answer) in &answered {
-        let api = ["participant/", "conversations/", "projects/", "stateless/", "health"].iter().any(|p| name.starts_with(p));
+        let api = ["participant/", "conversations/", "projects/", "chats/", "stateless/", "health"].iter().any(|p| name.starts_with(p));
         if name.starts_with("resources/") {
             // The watch settings name no database: the documented 503, not a crash.
             assert_eq!(status_of(answer), 503, "{name}: {}", answer.body);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod chats_api;
 mod conversations_api;
 mod deployment_template;
 mod directus_backend;

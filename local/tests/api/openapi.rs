@@ -152,7 +152,7 @@ fn every_route_event_names_a_documented_operation() {
     let templates: BTreeSet<String> = documented.keys().map(|(_, p)| p.clone()).collect();
 
     let mut files: Vec<PathBuf> = vec![events_dir().join("health.json")];
-    for group in ["participant", "conversations", "projects", "stateless", "resources"] {
+    for group in ["participant", "conversations", "projects", "chats", "stateless", "resources"] {
         for entry in std::fs::read_dir(events_dir().join(group)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
@@ -179,8 +179,8 @@ fn every_route_event_names_a_documented_operation() {
     assert!(missing.is_empty(), "documented operations without an event in events/: {missing:?}");
 
     // spec/api.md's counts: health 1, participant 13, conversations 10, projects 6 (plus the
-    // trailing-slash redirect of §1.1, POST /api/projects/); of stateless's 5 only the webhook is
-    // served (the RAG routes need a LightRAG server); resources 4.
+    // trailing-slash redirect of §1.1, POST /api/projects/), chats 5; of stateless's 5 only the
+    // webhook is served (the RAG routes need a LightRAG server); resources 4.
     let mut per_group: BTreeMap<&str, usize> = BTreeMap::new();
     for group in documented.values() {
         *per_group.entry(group.as_str()).or_default() += 1;
@@ -190,6 +190,7 @@ fn every_route_event_names_a_documented_operation() {
         ("participant", 13),
         ("conversations", 10),
         ("projects", 6 + 1),
+        ("chats", 5),
         ("stateless", 1),
         ("resources", 4),
     ]);

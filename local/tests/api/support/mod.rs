@@ -142,6 +142,35 @@ pub enum LlmBehaviour {
     Status(u16, String),
     /// Waits this long before answering.
     Hang(Duration),
+    /// Streams this text, then an error event instead of the end (a provider failing mid-stream).
+    StreamThenFail(String),
+    /// Decides per request (by the request body: its prompt, whether it streams).
+    By(Responder),
+}
+
+/// A per-request choice of behaviour.
+#[derive(Clone)]
+pub struct Responder(pub std::sync::Arc<dyn Fn(&Value) -> LlmBehaviour + Send + Sync>);
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
+}
+
+impl LlmBehaviour {
+    pub fn by(f: impl Fn(&Value) -> LlmBehaviour + Send + Sync + 'static) -> Self {
+        LlmBehaviour::By(Responder(std::sync::Arc::new(f)))
+    }
+}
+
+/// The SSE body of a streamed answer: `text` in deltas of three characters.
+fn sse_deltas(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(3)
+        .map(|piece| format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": piece.iter().collect::<String>()}}]})))
+        .collect()
 }
 
 /// A local server speaking the OpenAI chat-completions wire protocol, recording every request.
@@ -160,11 +189,19 @@ impl FakeLlm {
         let (r, b) = (requests.clone(), behaviour.clone());
         let app = axum::Router::new().route(
             "/v1/chat/completions",
-            axum::routing::post(move |body: axum::Json<Value>| {
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
                 let (r, b) = (r.clone(), b.clone());
                 async move {
+                    // Like OpenAI: no request without the key.
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sk-test") {
+                        let error = json!({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}});
+                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+                    }
                     r.lock().unwrap().push(body.0.clone());
-                    let behaviour = b.lock().unwrap().clone();
+                    let mut behaviour = b.lock().unwrap().clone();
+                    if let LlmBehaviour::By(Responder(choose)) = &behaviour {
+                        behaviour = choose(&body.0);
+                    }
                     let stream = body.0["stream"] == json!(true);
                     match behaviour {
                         LlmBehaviour::Hang(d) => {
@@ -172,13 +209,13 @@ impl FakeLlm {
                             (axum::http::StatusCode::OK, "{}").into_response()
                         }
                         LlmBehaviour::Status(code, text) => (axum::http::StatusCode::from_u16(code).unwrap(), text).into_response(),
+                        LlmBehaviour::StreamThenFail(text) => {
+                            let mut sse = sse_deltas(&text);
+                            sse.push_str(&format!("data: {}\n\n", json!({"error": {"message": "upstream overloaded", "code": 529}})));
+                            ([("content-type", "text/event-stream")], sse).into_response()
+                        }
                         LlmBehaviour::Reply(text) if stream => {
-                            let mut sse = String::new();
-                            let chars: Vec<char> = text.chars().collect();
-                            for piece in chars.chunks(3) {
-                                let delta: String = piece.iter().collect();
-                                sse.push_str(&format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": delta}}]})));
-                            }
+                            let mut sse = sse_deltas(&text);
                             sse.push_str(&format!(
                                 "data: {}\n\n",
                                 json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
@@ -192,6 +229,9 @@ impl FakeLlm {
                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]
                         }))
                         .into_response(),
+                        LlmBehaviour::By(_) => {
+                            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "a responder chose a responder").into_response()
+                        }
                     }
                 }
             }),
