@@ -3,5 +3,6 @@
 
 mod aws_services;
 mod directus_failures;
+mod lightrag;
 mod store_contract;
 mod transcription_providers;
