@@ -6,9 +6,12 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod context;
 pub mod lightrag;
+pub mod prompt;
 
 pub use lightrag::{LightRagClient, LightRagConfig};
+pub use prompt::{Prompt, Turn, restricted_prompt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RagError {

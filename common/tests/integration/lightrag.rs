@@ -11,6 +11,10 @@ use axum::http::StatusCode;
 use common::providers::rag::*;
 use serde_json::{Value, json};
 
+/// Tests that write to the shared server hold it shared; the golden test holds it alone, so
+/// the corpus stands still while it compares.
+pub static SERVER_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The test server's URL and key, or a failure that says how to get them.
 pub fn server() -> LightRagClient {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -41,24 +45,37 @@ pub async fn wait_indexed(rag: &LightRagClient, track_id: &str) -> Vec<TrackedDo
     panic!("track {track_id} was not indexed within 60 s");
 }
 
+/// Inserts, retrying while another test's deletion runs (the server answers 409 "clearing or
+/// deleting": `Unavailable`, as a task would retry).
+pub async fn insert(rag: &LightRagClient, id: i64, text: &str) -> Inserted {
+    for _ in 0..240 {
+        match rag.insert_segment(id, text).await {
+            Err(RagError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the server stayed busy for 60 s");
+}
+
 fn chunk_paths(data: &QueryData) -> Vec<String> {
     data.chunks.iter().filter_map(|c| c.file_path.clone()).collect()
 }
 
 #[tokio::test]
 async fn insert_track_query_delete_on_the_real_server() {
+    let _shared = SERVER_LOCK.read().await;
     let rag = server();
     let id = fresh_segment_id();
     let marker = format!("quokkamarker{id}");
     let text = format!("The residents talked about the {marker} garden. Everyone wanted more benches near the {marker} fountain.");
-    let Inserted::Accepted { track_id } = rag.insert_segment(id, &text).await.unwrap() else { panic!("a new segment is accepted") };
+    let Inserted::Accepted { track_id } = insert(&rag, id, &text).await else { panic!("a new segment is accepted") };
     let docs = wait_indexed(&rag, &track_id).await;
     assert_eq!(docs.len(), 1);
     assert_eq!((docs[0].id.as_str(), docs[0].file_path.as_deref()), (document_id(id).as_str(), Some(file_source(id).as_str())));
     assert_eq!(docs[0].status, Some(DocStatus::Processed), "{docs:?}");
 
     // A second insert of the same segment is "already there", with the stored status.
-    assert_eq!(rag.insert_segment(id, "other text").await.unwrap(), Inserted::AlreadyThere { status: Some(DocStatus::Processed) });
+    assert_eq!(insert(&rag, id, "other text").await, Inserted::AlreadyThere { status: Some(DocStatus::Processed) });
 
     let mut request = QueryRequest::new(format!("What about the {marker} garden?"), "mix");
     request.top_k = Some(250);
@@ -74,7 +91,7 @@ async fn insert_track_query_delete_on_the_real_server() {
     assert!(!chunk_paths(&after).contains(&file_source(id)), "deleted: {after:?}");
     assert!(after.chunks.iter().all(|c| !c.content.contains(&marker)));
     // Gone for real: the same segment can be inserted again, and deleted again.
-    assert!(matches!(rag.insert_segment(id, &text).await.unwrap(), Inserted::Accepted { .. }));
+    assert!(matches!(insert(&rag, id, &text).await, Inserted::Accepted { .. }));
     rag.delete_segment_document(id).await.unwrap();
     // A document that never existed deletes fine; an unknown track id follows nothing.
     rag.delete_segment_document(fresh_segment_id()).await.unwrap();

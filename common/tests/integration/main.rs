@@ -4,5 +4,6 @@
 mod aws_services;
 mod directus_failures;
 mod lightrag;
+mod rag_scoping;
 mod store_contract;
 mod transcription_providers;
