@@ -13,6 +13,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("default_whisper_prompt.en", include_str!("../../prompts/default_whisper_prompt.en.jinja")),
     ("default_view_recurring_themes.en", include_str!("../../prompts/default_view_recurring_themes.en.jinja")),
     ("transcript_correction_workflow.en", include_str!("../../prompts/transcript_correction_workflow.en.jinja")),
+    ("audio_model_system_prompt.en", include_str!("../../prompts/audio_model_system_prompt.en.jinja")),
 ];
 
 #[derive(Debug, thiserror::Error)]

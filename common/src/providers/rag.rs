@@ -23,6 +23,13 @@ pub enum RagError {
     Other(String),
 }
 
+/// The configured index: `None` without `LIGHTRAG_SERVER_URL`.
+pub fn from_settings(settings: &crate::config::RagSettings) -> Result<Option<std::sync::Arc<dyn RagIndex>>, RagError> {
+    let Some(url) = &settings.server_url else { return Ok(None) };
+    let client = LightRagClient::new(LightRagConfig::new(url.clone(), settings.api_key.clone()))?;
+    Ok(Some(std::sync::Arc::new(client)))
+}
+
 /// The file source a segment's document carries.
 pub fn file_source(segment_id: i64) -> String {
     format!("SEGMENT_ID_{segment_id}")
