@@ -658,7 +658,7 @@ fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
         checked += given.len();
     }
     // Directus token x7, secret x3, LLM keys x4, transcription keys x3, the RunPod webhook secret
-    // x2, the topic modeler key, the Vertex service account and the database URL (template.yaml
-    // "Secrets").
-    assert_eq!(checked, 22);
+    // x2, the topic modeler key, the Vertex service account, the database URL and LightRAG's two
+    // (the server's key, the ETL's LLM key) (template.yaml "Secrets").
+    assert_eq!(checked, 24);
 }
