@@ -292,9 +292,22 @@ pub struct Settings {
     pub diarization: DiarizationSettings,
     pub topic_modeler: TopicModelerSettings,
     pub database: DatabaseSettings,
+    pub rag: RagSettings,
     pub health_stream_max_seconds: u64,
     pub build_version: String,
     pub debug_mode: bool,
+}
+
+/// LightRAG's server and the ETL that feeds it (processing.md §9, data-model.md §4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RagSettings {
+    /// `LIGHTRAG_SERVER_URL`: unset = no RAG (endpoints 503, ETL and RAG deletion skipped).
+    pub server_url: Option<String>,
+    pub api_key: Option<String>,
+    /// `ENABLE_AUDIO_LIGHTRAG_INPUT`: the global ETL switch.
+    pub enable_audio_input: bool,
+    /// `LIGHTRAG_LITELLM_*`: the ETL's contextualisation model.
+    pub contextual_llm: LlmSlot,
 }
 
 /// ECHO's boolean rule: `true` or `1`, case-insensitive; anything else is false.
@@ -391,6 +404,12 @@ impl Settings {
             chat_titles_disabled: parse_bool(var("DISABLE_CHAT_TITLE_GENERATION").as_deref()),
         };
 
+        let rag = RagSettings {
+            server_url: var("LIGHTRAG_SERVER_URL").map(|u| u.trim_end_matches('/').to_string()),
+            api_key: var("LIGHTRAG_API_KEY"),
+            enable_audio_input: parse_bool(var("ENABLE_AUDIO_LIGHTRAG_INPUT").as_deref()),
+            contextual_llm: slot("LIGHTRAG_LITELLM"),
+        };
         let base_url = |name: &str| var(name).map(|u| u.trim_end_matches('/').to_string());
         let threshold = number("RUNPOD_WHISPER_MAX_REQUEST_THRESHOLD", 30)?;
         let transcription = TranscriptionSettings {
@@ -439,6 +458,7 @@ impl Settings {
                 url: var("DATABASE_URL").map(|u| without_driver_suffix(&u)),
                 timeout_seconds: number("DATABASE_TIMEOUT_SECONDS", 5)?.max(1),
             },
+            rag,
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),
             debug_mode: parse_bool(var("DEBUG_MODE").as_deref()),
@@ -450,6 +470,7 @@ impl Settings {
         for &name in names {
             let present = match name {
                 "STORAGE_S3_BUCKET" => self.s3.bucket.is_some(),
+                "LIGHTRAG_SERVER_URL" => self.rag.server_url.is_some(),
                 "STORAGE_S3_ENDPOINT" => self.s3.endpoint.is_some(),
                 "AUDIO_QUEUE_URL" => self.queues.audio_queue_url.is_some(),
                 "NETWORK_QUEUE_URL" => self.queues.network_queue_url.is_some(),

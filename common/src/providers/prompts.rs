@@ -44,6 +44,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("auto_select_conversations.de", include_str!("../../prompts/auto_select_conversations.de.jinja")),
     ("auto_select_conversations.fr", include_str!("../../prompts/auto_select_conversations.fr.jinja")),
     ("auto_select_conversations.es", include_str!("../../prompts/auto_select_conversations.es.jinja")),
+    ("audio_model_system_prompt.en", include_str!("../../prompts/audio_model_system_prompt.en.jinja")),
 ];
 
 #[derive(Debug, thiserror::Error)]

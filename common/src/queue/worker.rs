@@ -73,6 +73,15 @@ impl From<crate::providers::llm::LlmError> for TaskError {
     }
 }
 
+impl From<crate::providers::rag::RagError> for TaskError {
+    fn from(err: crate::providers::rag::RagError) -> Self {
+        match err {
+            crate::providers::rag::RagError::Unavailable(_) => TaskError::transient(err),
+            crate::providers::rag::RagError::Other(_) => TaskError::terminal(err),
+        }
+    }
+}
+
 impl From<crate::offload::OffloadError> for TaskError {
     fn from(err: crate::offload::OffloadError) -> Self {
         TaskError::transient(err)

@@ -480,6 +480,20 @@ fn fields_param(fields: &[&str]) -> String {
     fields.join(",")
 }
 
+const SEGMENTS: &str = "conversation_segment";
+const SEGMENT_FIELDS: &[&str] = &["id", "conversation_id", "transcript", "contextual_transcript", "lightrag_flag"];
+
+fn segment_from(value: &Value) -> StoreResult<Segment> {
+    let r = Row::new(SEGMENTS, value)?;
+    Ok(Segment {
+        id: r.int("id").ok_or_else(|| StoreError::Other("conversation_segment without an integer id".into()))?,
+        conversation_id: r.string("conversation_id"),
+        transcript: r.string("transcript"),
+        contextual_transcript: r.string("contextual_transcript"),
+        lightrag_flag: r.bool("lightrag_flag").unwrap_or(false),
+    })
+}
+
 fn eq(value: &str) -> Value {
     json!({ "_eq": value })
 }
@@ -651,6 +665,23 @@ impl DirectusStore {
             StatusCode::FORBIDDEN if reply.errors().iter().all(|e| e.code == "FORBIDDEN") => Ok(()),
             _ => Err(classify(collection, &reply)),
         }
+    }
+
+    /// Segment ids through both links (processing.md §9.2): `direct` filters a segment's
+    /// `conversation_id`, `through_chunk` a junction row's `conversation_chunk_id`.
+    async fn segments_linked(&self, direct: Value, through_chunk: Value) -> StoreResult<Vec<i64>> {
+        let direct = self.search_all(SEGMENTS, json!({ "conversation_id": direct }), &["id"], &["id"]).await?;
+        let junction = "conversation_segment_conversation_chunk";
+        let filter = json!({ "conversation_chunk_id": through_chunk });
+        let linked = self.search_all(junction, filter, &["id", "conversation_segment_id"], &["id"]).await?;
+        let mut ids: Vec<i64> = direct
+            .iter()
+            .filter_map(|r| Row::new(SEGMENTS, r).ok()?.int("id"))
+            .chain(linked.iter().filter_map(|r| Row::new(junction, r).ok()?.int("conversation_segment_id")))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Every tag of a project, when more came than one nested read holds.
@@ -1007,27 +1038,60 @@ impl Store for DirectusStore {
         }
     }
 
-    async fn segment_ids(&self, conversation_id: &str) -> StoreResult<Vec<i64>> {
-        let direct = self.search_all("conversation_segment", json!({ "conversation_id": eq(conversation_id) }), &["id"], &["id"]).await?;
-        let through_chunks = self
-            .search_all(
-                "conversation_segment_conversation_chunk",
-                json!({ "conversation_chunk_id": { "conversation_id": eq(conversation_id) } }),
-                &["id", "conversation_segment_id"],
-                &["id"],
-            )
-            .await?;
-        let mut ids: Vec<i64> =
-            direct
-                .iter()
-                .filter_map(|r| Row::new("conversation_segment", r).ok().and_then(|r| r.int("id")))
-                .chain(through_chunks.iter().filter_map(|r| {
-                    Row::new("conversation_segment_conversation_chunk", r).ok().and_then(|r| r.int("conversation_segment_id"))
-                }))
-                .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+    async fn segments_for_conversations(&self, conversation_ids: &[String]) -> StoreResult<Vec<i64>> {
+        let ids: Vec<&String> = conversation_ids.iter().filter(|id| is_uuid(id)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.segments_linked(json!({ "_in": ids }), json!({ "conversation_id": { "_in": ids } })).await
+    }
+
+    async fn segments_for_projects(&self, project_ids: &[String]) -> StoreResult<Vec<i64>> {
+        let ids: Vec<&String> = project_ids.iter().filter(|id| is_uuid(id)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.segments_linked(json!({ "project_id": { "_in": ids } }), json!({ "conversation_id": { "project_id": { "_in": ids } } })).await
+    }
+
+    async fn conversation_segments(&self, conversation_id: &str) -> StoreResult<Vec<Segment>> {
+        if !is_uuid(conversation_id) {
+            return Ok(Vec::new());
+        }
+        let rows = self.search_all(SEGMENTS, json!({ "conversation_id": eq(conversation_id) }), SEGMENT_FIELDS, &["id"]).await?;
+        rows.iter().map(segment_from).collect()
+    }
+
+    async fn get_segment(&self, id: i64) -> StoreResult<Option<Segment>> {
+        let row = self.search_one(SEGMENTS, json!({ "id": { "_eq": id } }), SEGMENT_FIELDS.iter().map(|f| f.to_string()).collect(), None);
+        row.await?.as_ref().map(segment_from).transpose()
+    }
+
+    async fn create_segment(&self, segment: NewSegment) -> StoreResult<Segment> {
+        let body = json!({
+            "conversation_id": segment.conversation_id,
+            "transcript": segment.transcript,
+            "contextual_transcript": segment.contextual_transcript,
+            "lightrag_flag": false,
+        });
+        match self.create(SEGMENTS, body, None, &fields_param(SEGMENT_FIELDS)).await? {
+            CreateOutcome::Created(row) => segment_from(&row),
+            CreateOutcome::CreatedByEarlierTry => unreachable!("creates without an id are not retried"),
+        }
+    }
+
+    async fn update_segment(&self, id: i64, patch: SegmentPatch) -> StoreResult<bool> {
+        let mut body = serde_json::Map::new();
+        if let Some(t) = patch.transcript {
+            body.insert("transcript".into(), json!(t));
+        }
+        if let Some(t) = patch.contextual_transcript {
+            body.insert("contextual_transcript".into(), json!(t));
+        }
+        if let Some(flag) = patch.lightrag_flag {
+            body.insert("lightrag_flag".into(), json!(flag));
+        }
+        self.patch(SEGMENTS, &id.to_string(), Value::Object(body)).await
     }
 
     async fn delete_segment(&self, id: i64) -> StoreResult<()> {
@@ -1089,6 +1153,16 @@ impl Store for DirectusStore {
         rows.iter().map(|r| Row::new("conversation", r)?.required("id")).collect()
     }
 
+    async fn rag_backlog_conversations(&self, limit: u32) -> StoreResult<Vec<String>> {
+        let filter = json!({ "_and": [
+            { "project_id": { "is_enhanced_audio_processing_enabled": { "_eq": true } } },
+            { "is_all_chunks_transcribed": { "_eq": true } },
+            { "_or": [{ "is_audio_processing_finished": { "_eq": false } }, { "is_audio_processing_finished": { "_null": true } }] },
+        ]});
+        let query = json!({ "filter": filter, "fields": ["id"], "sort": ["created_at", "id"], "limit": limit });
+        self.search("conversation", query).await?.iter().map(|r| Row::new("conversation", r)?.required("id")).collect()
+    }
+
     async fn create_processing_status(&self, st: NewProcessingStatus) -> StoreResult<i64> {
         let body = json!({
             "event": st.event,
@@ -1128,13 +1202,6 @@ impl Store for DirectusStore {
     async fn analysis_run_has_view(&self, run_id: &str, user_input: &str) -> StoreResult<bool> {
         let filter = json!({ "_and": [{ "project_analysis_run_id": eq(run_id) }, { "user_input": eq(user_input) }] });
         Ok(self.search_one("view", filter, vec!["id".into()], None).await?.is_some())
-    }
-
-    async fn project_segment_ids(&self, project_id: &str) -> StoreResult<Vec<i64>> {
-        let rows = self
-            .search_all("conversation_segment", json!({ "conversation_id": { "project_id": eq(project_id) } }), &["id"], &["id"])
-            .await?;
-        Ok(rows.iter().filter_map(|r| Row::new("conversation_segment", r).ok().and_then(|r| r.int("id"))).collect())
     }
 
     async fn create_report(&self, report: NewReport) -> StoreResult<Report> {

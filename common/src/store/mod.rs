@@ -313,6 +313,31 @@ pub struct NewNotificationParticipant {
     pub email_opt_in: bool,
 }
 
+/// `conversation_segment` (data-model.md §3.6): the unit the RAG index holds, one document each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub id: i64,
+    pub conversation_id: Option<String>,
+    pub transcript: Option<String>,
+    pub contextual_transcript: Option<String>,
+    pub lightrag_flag: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewSegment {
+    pub conversation_id: String,
+    pub transcript: Option<String>,
+    pub contextual_transcript: Option<String>,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegmentPatch {
+    pub transcript: Option<String>,
+    pub contextual_transcript: Option<String>,
+    pub lightrag_flag: Option<bool>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The backend's name in an outage answer.
@@ -351,7 +376,20 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a reply linked both ways (D31): `conversation_id` and `reply` are the conversation.
     async fn create_reply(&self, conversation_id: &str, content_text: &str, kind: &str) -> StoreResult<Reply>;
     /// Segment ids of a conversation through both pipelines (processing.md §9.2).
-    async fn segment_ids(&self, conversation_id: &str) -> StoreResult<Vec<i64>>;
+    async fn segment_ids(&self, conversation_id: &str) -> StoreResult<Vec<i64>> {
+        self.segments_for_conversations(&[conversation_id.to_string()]).await
+    }
+    /// Segment ids of these conversations through both links (processing.md §9.2), ascending,
+    /// de-duplicated; ids that cannot be conversations match nothing.
+    async fn segments_for_conversations(&self, conversation_ids: &[String]) -> StoreResult<Vec<i64>>;
+    /// Segment ids of these projects' conversations through both links, ascending.
+    async fn segments_for_projects(&self, project_ids: &[String]) -> StoreResult<Vec<i64>>;
+    /// The new pipeline's segments of a conversation (linked by `conversation_id`), by id.
+    async fn conversation_segments(&self, conversation_id: &str) -> StoreResult<Vec<Segment>>;
+    async fn get_segment(&self, id: i64) -> StoreResult<Option<Segment>>;
+    async fn create_segment(&self, segment: NewSegment) -> StoreResult<Segment>;
+    /// Changes a segment; false when it no longer exists.
+    async fn update_segment(&self, id: i64, patch: SegmentPatch) -> StoreResult<bool>;
     /// Deletes a `conversation_segment`; already gone is fine.
     async fn delete_segment(&self, id: i64) -> StoreResult<()>;
     /// Chunks recorded since `since` with every diarization metric set, newest first.
@@ -362,6 +400,9 @@ pub trait Store: Send + Sync + 'static {
     async fn idle_unfinished_conversations(&self, idle_since: DateTime<Utc>) -> StoreResult<Vec<String>>;
     /// Collector pass B: finished conversations created since `since` that are not finalized.
     async fn unfinalized_conversations(&self, since: DateTime<Utc>) -> StoreResult<Vec<String>>;
+    /// Collector pass C (processing.md §3.3): finalized conversations of projects with enhanced
+    /// audio processing whose RAG indexing is not finished, oldest first, at most `limit`.
+    async fn rag_backlog_conversations(&self, limit: u32) -> StoreResult<Vec<String>>;
     /// Writes a `processing_status` row; its id.
     async fn create_processing_status(&self, status: NewProcessingStatus) -> StoreResult<i64>;
 
@@ -373,8 +414,10 @@ pub trait Store: Send + Sync + 'static {
     async fn analysis_run_project(&self, run_id: &str) -> StoreResult<Option<String>>;
     /// Whether the topic modeler already wrote a `view` for this run and query.
     async fn analysis_run_has_view(&self, run_id: &str, user_input: &str) -> StoreResult<bool>;
-    /// Ids of every `conversation_segment` whose conversation belongs to the project.
-    async fn project_segment_ids(&self, project_id: &str) -> StoreResult<Vec<i64>>;
+    /// Ids of every `conversation_segment` of the project's conversations (both links).
+    async fn project_segment_ids(&self, project_id: &str) -> StoreResult<Vec<i64>> {
+        self.segments_for_projects(&[project_id.to_string()]).await
+    }
     async fn create_report(&self, report: NewReport) -> StoreResult<Report>;
 
     async fn find_notification_participant(&self, email: &str, project_id: &str) -> StoreResult<Option<NotificationParticipant>>;

@@ -64,6 +64,18 @@ fn classify(collection: &'static str, err: rusqlite::Error) -> StoreError {
     }
 }
 
+const SEGMENT_SELECT: &str = "SELECT id, conversation_id, transcript, contextual_transcript, lightrag_flag FROM conversation_segment";
+
+fn segment_from_row(r: &Row<'_>) -> rusqlite::Result<Segment> {
+    Ok(Segment {
+        id: r.get(0)?,
+        conversation_id: r.get(1)?,
+        transcript: r.get(2)?,
+        contextual_transcript: r.get(3)?,
+        lightrag_flag: r.get::<_, Option<bool>>(4)?.unwrap_or(false),
+    })
+}
+
 pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -642,16 +654,72 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn segment_ids(&self, conversation_id: &str) -> StoreResult<Vec<i64>> {
-        let id = conversation_id.to_string();
+    async fn segments_for_conversations(&self, conversation_ids: &[String]) -> StoreResult<Vec<i64>> {
+        let ids = serde_json::to_string(conversation_ids).unwrap_or_default();
         self.call("conversation_segment", move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id FROM conversation_segment WHERE conversation_id = ?1 \
+                "SELECT id FROM conversation_segment WHERE conversation_id IN (SELECT value FROM json_each(?1)) \
                  UNION SELECT j.conversation_segment_id FROM conversation_segment_conversation_chunk j \
                  JOIN conversation_chunk c ON c.id = j.conversation_chunk_id \
-                 WHERE c.conversation_id = ?1 AND j.conversation_segment_id IS NOT NULL ORDER BY 1",
+                 WHERE c.conversation_id IN (SELECT value FROM json_each(?1)) AND j.conversation_segment_id IS NOT NULL ORDER BY 1",
             )?;
-            stmt.query_map([id], |r| r.get(0))?.collect()
+            stmt.query_map([ids], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn segments_for_projects(&self, project_ids: &[String]) -> StoreResult<Vec<i64>> {
+        let ids = serde_json::to_string(project_ids).unwrap_or_default();
+        self.call("conversation_segment", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT s.id FROM conversation_segment s JOIN conversation c ON c.id = s.conversation_id \
+                 WHERE c.project_id IN (SELECT value FROM json_each(?1)) \
+                 UNION SELECT j.conversation_segment_id FROM conversation_segment_conversation_chunk j \
+                 JOIN conversation_chunk ch ON ch.id = j.conversation_chunk_id JOIN conversation c ON c.id = ch.conversation_id \
+                 WHERE c.project_id IN (SELECT value FROM json_each(?1)) AND j.conversation_segment_id IS NOT NULL ORDER BY 1",
+            )?;
+            stmt.query_map([ids], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn conversation_segments(&self, conversation_id: &str) -> StoreResult<Vec<Segment>> {
+        let id = conversation_id.to_string();
+        self.call("conversation_segment", move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{SEGMENT_SELECT} WHERE conversation_id = ?1 ORDER BY id"))?;
+            stmt.query_map([id], segment_from_row)?.collect()
+        })
+        .await
+    }
+
+    async fn get_segment(&self, id: i64) -> StoreResult<Option<Segment>> {
+        self.call("conversation_segment", move |conn| {
+            conn.query_row(&format!("{SEGMENT_SELECT} WHERE id = ?1"), [id], segment_from_row).optional()
+        })
+        .await
+    }
+
+    async fn create_segment(&self, segment: NewSegment) -> StoreResult<Segment> {
+        self.call("conversation_segment", move |conn| {
+            let id: i64 = conn.query_row(
+                "INSERT INTO conversation_segment (conversation_id, transcript, contextual_transcript, lightrag_flag) \
+                 VALUES (?1, ?2, ?3, 0) RETURNING id",
+                params![segment.conversation_id, segment.transcript, segment.contextual_transcript],
+                |r| r.get(0),
+            )?;
+            conn.query_row(&format!("{SEGMENT_SELECT} WHERE id = ?1"), [id], segment_from_row)
+        })
+        .await
+    }
+
+    async fn update_segment(&self, id: i64, patch: SegmentPatch) -> StoreResult<bool> {
+        self.call("conversation_segment", move |conn| {
+            conn.execute(
+                "UPDATE conversation_segment SET transcript = coalesce(?2, transcript), \
+                 contextual_transcript = coalesce(?3, contextual_transcript), lightrag_flag = coalesce(?4, lightrag_flag) WHERE id = ?1",
+                params![id, patch.transcript, patch.contextual_transcript, patch.lightrag_flag],
+            )
+            .map(|n| n > 0)
         })
         .await
     }
@@ -715,6 +783,18 @@ impl Store for SqliteStore {
                  AND created_at >= ?1 ORDER BY created_at, id",
             )?;
             stmt.query_map([ts(&since)], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
+    async fn rag_backlog_conversations(&self, limit: u32) -> StoreResult<Vec<String>> {
+        self.call("conversation", move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.id FROM conversation c JOIN project p ON p.id = c.project_id \
+                 WHERE p.is_enhanced_audio_processing_enabled = 1 AND c.is_all_chunks_transcribed = 1 \
+                 AND coalesce(c.is_audio_processing_finished, 0) = 0 ORDER BY c.created_at, c.id LIMIT ?1",
+            )?;
+            stmt.query_map([limit], |r| r.get(0))?.collect()
         })
         .await
     }
@@ -786,18 +866,6 @@ impl Store for SqliteStore {
             conn.query_row("SELECT EXISTS (SELECT 1 FROM view WHERE project_analysis_run_id = ?1 AND user_input = ?2)", [run, input], |r| {
                 r.get(0)
             })
-        })
-        .await
-    }
-
-    async fn project_segment_ids(&self, project_id: &str) -> StoreResult<Vec<i64>> {
-        let id = project_id.to_string();
-        self.call("conversation_segment", move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT s.id FROM conversation_segment s JOIN conversation c ON c.id = s.conversation_id \
-                 WHERE c.project_id = ?1 ORDER BY s.id",
-            )?;
-            stmt.query_map([id], |r| r.get(0))?.collect()
         })
         .await
     }

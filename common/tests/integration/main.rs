@@ -3,5 +3,7 @@
 
 mod aws_services;
 mod directus_failures;
+mod lightrag;
+mod rag_scoping;
 mod store_contract;
 mod transcription_providers;

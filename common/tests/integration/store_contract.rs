@@ -505,6 +505,97 @@ async fn chats(b: &Backend<'_>) {
     assert!(store.list_chat_messages(&uuid()).await.unwrap().is_empty());
 }
 
+/// The RAG pipelines' segment operations (processing.md §9.2, §9.3): both links, and the new
+/// pipeline's create / patch / delete.
+async fn segments(b: &Backend<'_>) {
+    let store = b.store;
+    let (p, elsewhere) = (project(b, true).await, project(b, true).await);
+    let conversation = |project_id: &str| NewConversation { id: uuid(), project_id: project_id.into(), ..Default::default() };
+    let (a, old, foreign) = (conversation(&p.id), conversation(&p.id), conversation(&elsewhere.id));
+    for c in [&a, &old, &foreign] {
+        store.create_conversation(c.clone()).await.unwrap();
+    }
+    assert!(store.conversation_segments(&a.id).await.unwrap().is_empty());
+    let new =
+        |cid: &str, text: &str| NewSegment { conversation_id: cid.into(), transcript: Some(text.into()), contextual_transcript: None };
+    let first = store.create_segment(new(&a.id, "one")).await.unwrap();
+    assert_eq!((first.conversation_id.as_deref(), first.transcript.as_deref()), (Some(a.id.as_str()), Some("one")));
+    assert!(!first.lightrag_flag && first.contextual_transcript.is_none(), "{first:?}");
+    let second = store.create_segment(new(&a.id, "two")).await.unwrap();
+    assert!(second.id > first.id, "integer ids, ascending");
+    let listed: Vec<i64> = store.conversation_segments(&a.id).await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(listed, vec![first.id, second.id], "by id, all pages");
+
+    let patch = SegmentPatch { contextual_transcript: Some("context".into()), lightrag_flag: Some(true), ..Default::default() };
+    assert!(store.update_segment(first.id, patch).await.unwrap());
+    let read = store.get_segment(first.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.transcript.as_deref(), read.contextual_transcript.as_deref(), read.lightrag_flag),
+        (Some("one"), Some("context"), true)
+    );
+
+    // Old pipeline: a segment linked to the conversation only through a chunk.
+    let chunk = NewChunk { id: uuid(), conversation_id: old.id.clone(), timestamp: Utc::now(), path: None, source: None, transcript: None };
+    store.create_chunk(chunk.clone()).await.unwrap();
+    let linked = b.seed.insert("conversation_segment", serde_json::json!({ "transcript": "old" })).await.as_i64().unwrap();
+    let junction = serde_json::json!({ "conversation_segment_id": linked, "conversation_chunk_id": chunk.id });
+    b.seed.insert("conversation_segment_conversation_chunk", junction).await;
+    let theirs = store.create_segment(new(&foreign.id, "foreign")).await.unwrap();
+
+    assert_eq!(store.segment_ids(&old.id).await.unwrap(), vec![linked]);
+    let both = store.segments_for_conversations(&[a.id.clone(), old.id.clone(), "not-a-uuid".into()]).await.unwrap();
+    assert_eq!(both, vec![first.id, second.id, linked], "both links, ascending");
+    assert_eq!(store.segments_for_projects(std::slice::from_ref(&p.id)).await.unwrap(), vec![first.id, second.id, linked]);
+    assert_eq!(store.project_segment_ids(&elsewhere.id).await.unwrap(), vec![theirs.id]);
+    let all = store.segments_for_projects(&[p.id.clone(), elsewhere.id.clone()]).await.unwrap();
+    assert_eq!(all, vec![first.id, second.id, linked, theirs.id]);
+    assert!(store.segments_for_conversations(&[]).await.unwrap().is_empty());
+    assert!(store.segments_for_projects(&["x".into(), uuid()]).await.unwrap().is_empty());
+
+    store.delete_segment(second.id).await.unwrap();
+    store.delete_segment(second.id).await.unwrap();
+    assert_eq!(store.get_segment(second.id).await.unwrap(), None);
+    assert!(!store.update_segment(second.id, SegmentPatch { lightrag_flag: Some(true), ..Default::default() }).await.unwrap());
+    assert!(store.delete_conversation(&a.id).await.unwrap());
+    assert_eq!(store.get_segment(first.id).await.unwrap(), None, "segments go with their conversation");
+}
+
+/// Collector pass C's selection (processing.md §3.3).
+async fn rag_backlog(b: &Backend<'_>) {
+    let store = b.store;
+    let new_project = |enhanced: bool| NewProject {
+        id: uuid(),
+        directus_user_id: Some(b.owner.clone()),
+        is_enhanced_audio_processing_enabled: Some(enhanced),
+        ..Default::default()
+    };
+    let (enhanced, plain) = (new_project(true), new_project(false));
+    store.create_project(enhanced.clone()).await.unwrap();
+    store.create_project(plain.clone()).await.unwrap();
+    let mut ids = Vec::new();
+    for (project_id, finalized, indexed) in
+        [(&enhanced.id, true, false), (&enhanced.id, true, true), (&enhanced.id, false, false), (&plain.id, true, false)]
+    {
+        let id = uuid();
+        store.create_conversation(NewConversation { id: id.clone(), project_id: project_id.clone(), ..Default::default() }).await.unwrap();
+        let patch = ConversationPatch {
+            is_all_chunks_transcribed: Some(finalized),
+            is_audio_processing_finished: Some(indexed),
+            ..Default::default()
+        };
+        store.update_conversation(&id, patch).await.unwrap();
+        ids.push(id);
+    }
+    let backlog = store.rag_backlog_conversations(1000).await.unwrap();
+    let ours: Vec<&String> = ids.iter().filter(|id| backlog.contains(id)).collect();
+    assert_eq!(ours, vec![&ids[0]], "finalized, not indexed, enhanced project only");
+    assert!(store.rag_backlog_conversations(1).await.unwrap().len() <= 1, "the limit holds");
+    // Leaves no backlog behind for the next run on the same database.
+    let done = ConversationPatch { is_audio_processing_finished: Some(true), ..Default::default() };
+    store.update_conversation(&ids[0], done).await.unwrap();
+    assert!(!store.rag_backlog_conversations(1000).await.unwrap().contains(&ids[0]));
+}
+
 async fn run_contract(b: &Backend<'_>) {
     projects_and_tags(b).await;
     conversations(b).await;
@@ -515,6 +606,8 @@ async fn run_contract(b: &Backend<'_>) {
     dashboard_operations(b).await;
     library(b).await;
     chats(b).await;
+    segments(b).await;
+    rag_backlog(b).await;
 }
 
 #[tokio::test]

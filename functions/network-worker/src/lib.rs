@@ -1,6 +1,7 @@
 //! The `network` queue: transcription, the finish hook, summaries, the collector, RunPod
 //! polling, the project library and the deletion tasks (processing.md §2).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,17 +10,21 @@ use common::Services;
 use common::flows::cleanup::{self, Cleanup};
 use common::flows::pipeline::{self, Finish, StatusIds, StatusStep};
 use common::providers::llm::LlmClient;
+use common::providers::rag::RagIndex;
 use common::queue::worker::{Delivery, Done, TaskError, TaskRunner};
 use common::queue::{Queue, Task};
 use common::store::ConversationPatch;
 
 mod diarization;
+mod etl;
 mod library;
 mod transcribe;
 
 pub use transcribe::Provider;
 pub use transcribe::runpod::REQUEST_LIMIT_ERROR;
 
+/// Collector pass C's batch (processing.md §3.3).
+const RAG_BACKLOG_LIMIT: u32 = 100;
 /// How far back collector pass B looks (`COLLECTOR_REDRIVE_HOURS`).
 const REDRIVE_HOURS: i64 = 24;
 const IDLE_MINUTES: i64 = 5;
@@ -29,12 +34,18 @@ pub struct NetworkWorker {
     pub llm: LlmClient,
     /// The transcription provider, decided at start.
     pub provider: Provider,
+    /// LightRAG's server; `None` without `LIGHTRAG_SERVER_URL` (or with an unusable one, logged).
+    pub rag: Option<Arc<dyn RagIndex>>,
 }
 
 impl NetworkWorker {
     pub fn new(services: Services) -> Self {
         let provider = Provider::from_settings(&services.settings.transcription);
-        NetworkWorker { llm: LlmClient::from_settings(&services.settings), provider, services }
+        let rag = common::providers::rag::from_settings(&services.settings.rag).unwrap_or_else(|err| {
+            tracing::error!(%err, "LIGHTRAG_SERVER_URL is unusable; RAG steps are skipped");
+            None
+        });
+        NetworkWorker { llm: LlmClient::from_settings(&services.settings), provider, rag, services }
     }
 }
 
@@ -52,7 +63,7 @@ impl TaskRunner for NetworkWorker {
                 transcribe::run(services, &self.provider, conversation_chunk_id, job).await
             }
             Task::FinishConversationHook { conversation_id } => {
-                match pipeline::finish_conversation(services, conversation_id, false).await? {
+                match pipeline::finish_conversation(services, conversation_id, services.settings.rag.enable_audio_input).await? {
                     Finish::Gone => Ok(Done::Skipped("conversation is gone".into())),
                     Finish::Pending(n) => Ok(Done::Skipped(format!("{n} chunks still pending"))),
                     Finish::Finalized => Ok(Done::Completed),
@@ -61,7 +72,7 @@ impl TaskRunner for NetworkWorker {
             Task::SummarizeConversation { conversation_id } => self.summarize(conversation_id).await,
             Task::CollectAndFinishUnfinishedConversations {} => collect(services).await,
             Task::DeleteConversationArtifacts { conversation_id, segment_ids } => {
-                match cleanup::delete_conversation_artifacts(services, None, conversation_id, segment_ids).await {
+                match cleanup::delete_conversation_artifacts(services, self.rag.as_deref(), conversation_id, segment_ids).await {
                     Ok(Cleanup::Done { .. }) => Ok(Done::Completed),
                     Ok(Cleanup::StillReferenced) => Err(TaskError::transient("the conversation still exists")),
                     Err(err) => Err(TaskError::transient(err)),
@@ -74,9 +85,11 @@ impl TaskRunner for NetworkWorker {
                     Err(err) => Err(TaskError::transient(err)),
                 }
             }
-            // RAG is an optional service; requested without it,
-            // the task cannot succeed (processing.md §1.3).
-            Task::RunEtlPipeline { .. } => Err(TaskError::terminal("RAG is not configured (no LightRAG server)")),
+            Task::RunEtlPipeline { conversation_id, segment_id, continuation } => match self.rag.as_deref() {
+                Some(rag) => etl::Etl { services, llm: &self.llm, rag }.run(conversation_id, *segment_id, *continuation).await,
+                // RAG is an optional service; requested without it, the task cannot succeed (processing.md §1.3).
+                None => Err(TaskError::terminal("RAG is not configured (no LightRAG server)")),
+            },
             Task::CreateProjectLibrary { project_id, language, project_analysis_run_id } => {
                 library::create_library(services, project_id, language, project_analysis_run_id).await
             }
@@ -98,10 +111,13 @@ impl TaskRunner for NetworkWorker {
                 transcribe::record_failure(&self.services, conversation_chunk_id, reason).await
             }
             Task::RunEtlPipeline { conversation_id, .. } => {
+                // So pass C stops re-sending (D56); an operator resets the flag to retry.
                 let patch = ConversationPatch { is_audio_processing_finished: Some(true), ..Default::default() };
                 if let Err(err) = self.services.store.update_conversation(conversation_id, patch).await {
                     tracing::error!(%err, conversation_id, "could not mark the ETL as given up");
                 }
+                let ids = StatusIds { conversation_id: Some(conversation_id.clone()), ..Default::default() };
+                pipeline::record_status(&self.services, "task_run_etl_pipeline.failed".into(), reason.into(), ids).await;
             }
             other => tracing::error!(task = other.name(), reason, "given up"),
         }
@@ -147,6 +163,12 @@ async fn collect(services: &Services) -> Result<Done, TaskError> {
     for conversation_id in idle.into_iter().chain(unfinalized) {
         services.tasks.publish(Task::FinishConversationHook { conversation_id }, Duration::ZERO).await?;
         queued += 1;
+    }
+    if services.settings.rag.enable_audio_input {
+        for conversation_id in services.store.rag_backlog_conversations(RAG_BACKLOG_LIMIT).await? {
+            services.tasks.publish(Task::RunEtlPipeline { conversation_id, segment_id: None, continuation: 0 }, Duration::ZERO).await?;
+            queued += 1;
+        }
     }
     tracing::info!(queued, "collector pass done");
     Ok(Done::Completed)

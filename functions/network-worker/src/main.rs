@@ -4,6 +4,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let required =
         ["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL", "NETWORK_DLQ_URL"];
     let services = common::Services::from_env(&required).await?;
+    // processing.md §9.1: with the ETL switched on, the server is required.
+    if services.settings.rag.enable_audio_input {
+        services.settings.require(&["LIGHTRAG_SERVER_URL"])?;
+    }
     let settings = services.settings.clone();
     let worker = network_worker::NetworkWorker::new(services);
     // A provider that cannot work (an unknown name, a missing key, an unreadable GCP_SA_JSON) is a
