@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 
 pub mod db;
 pub mod documents;
+mod responses;
 mod routes;
 
 pub use db::{Database, DbError};

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::db::DbError;
 use crate::documents::{Document, DocumentPatch};
+use crate::responses::{NotYourResource, ResourceIdParam, ResourceNotFound, ResourcesUnavailable};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -138,12 +139,12 @@ async fn pdf_url(state: &AppState, document: &Document) -> ApiResult<String> {
     get,
     path = "/api/resources/{resource_id}",
     tag = "resources",
-    params(("resource_id" = String, Path, description = "Resource id (UUID)")),
+    params(ResourceIdParam),
     responses(
         (status = 200, description = "The resource", body = ResourceSchema),
-        (status = 403, description = "User does not have access to this project", body = ErrorBody),
-        (status = 404, description = "Resource not found (also for a non-UUID id)", body = ErrorBody),
-        (status = 503, description = "Resources are unavailable (no DATABASE_URL, no document table, database down)", body = ErrorBody),
+        NotYourResource,
+        ResourceNotFound,
+        ResourcesUnavailable,
     ),
     security(("directus_session_cookie" = []), ("bearer" = [])),
 )]
@@ -156,12 +157,12 @@ pub async fn get_resource(State(state): State<AppState>, session: Session, Path(
     get,
     path = "/api/resources/{resource_id}/content",
     tag = "resources",
-    params(("resource_id" = String, Path, description = "Resource id (UUID)")),
+    params(ResourceIdParam),
     responses(
         (status = 307, description = "Redirect to a presigned GET of the PDF (served as application/pdf)"),
         (status = 400, description = "Invalid file format. Only .pdf files are supported.", body = ErrorBody),
-        (status = 403, description = "User does not have access to this project", body = ErrorBody),
-        (status = 404, description = "Resource not found", body = ErrorBody),
+        NotYourResource,
+        ResourceNotFound,
         (status = 500, description = "Resource content not found (Server Error)", body = ErrorBody),
         (status = 503, description = "Resources are unavailable; or Storage is unavailable", body = ErrorBody),
     ),
@@ -177,13 +178,13 @@ pub async fn resource_content(State(state): State<AppState>, session: Session, P
     put,
     path = "/api/resources/{resource_id}",
     tag = "resources",
-    params(("resource_id" = String, Path, description = "Resource id (UUID)")),
+    params(ResourceIdParam),
     request_body = UpdateResourceBody,
     responses(
         (status = 200, description = "The resource after the update", body = ResourceSchema),
-        (status = 403, description = "User does not have access to this project", body = ErrorBody),
-        (status = 404, description = "Resource not found", body = ErrorBody),
-        (status = 503, description = "Resources are unavailable", body = ErrorBody),
+        NotYourResource,
+        ResourceNotFound,
+        ResourcesUnavailable,
     ),
     security(("directus_session_cookie" = []), ("bearer" = [])),
 )]
@@ -206,12 +207,12 @@ pub async fn update_resource(
     delete,
     path = "/api/resources/{resource_id}",
     tag = "resources",
-    params(("resource_id" = String, Path, description = "Resource id (UUID)")),
+    params(ResourceIdParam),
     responses(
         (status = 200, description = "The deleted resource (its file is kept)", body = ResourceSchema),
-        (status = 403, description = "User does not have access to this project", body = ErrorBody),
-        (status = 404, description = "Resource not found", body = ErrorBody),
-        (status = 503, description = "Resources are unavailable", body = ErrorBody),
+        NotYourResource,
+        ResourceNotFound,
+        ResourcesUnavailable,
     ),
     security(("directus_session_cookie" = []), ("bearer" = [])),
 )]
