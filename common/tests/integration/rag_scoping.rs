@@ -29,18 +29,7 @@ async fn server_prompt(query: &str, mode: &str, top_k: u32) -> String {
     let url = std::env::var("LIGHTRAG_TEST_URL").unwrap();
     let key = std::env::var("LIGHTRAG_TEST_API_KEY").unwrap_or_default();
     let body = json!({ "query": query, "mode": mode, "top_k": top_k, "only_need_prompt": true, "enable_rerank": false });
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{url}/query"))
-        .header("X-API-Key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = crate::json_of(reqwest::Client::new().post(format!("{url}/query")).header("X-API-Key", key).json(&body)).await;
     answer["response"].as_str().unwrap().to_string()
 }
 

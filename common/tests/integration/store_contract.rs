@@ -49,18 +49,10 @@ impl Seed {
                     .unwrap()
             }
             Seed::Directus { url, token } => {
-                let created: serde_json::Value = reqwest::Client::new()
-                    .post(format!("{url}/items/{collection}?fields=id"))
-                    .bearer_auth(token)
-                    .json(&row)
-                    .send()
-                    .await
-                    .unwrap()
-                    .error_for_status()
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let created = crate::json_of(
+                    reqwest::Client::new().post(format!("{url}/items/{collection}?fields=id")).bearer_auth(token).json(&row),
+                )
+                .await;
                 created["data"]["id"].clone()
             }
         }
@@ -77,18 +69,13 @@ impl Seed {
                 db.query_row(&sql, [value], |r| r.get::<_, i64>(0)).unwrap() as usize
             }
             Seed::Directus { url, token } => {
-                let answer: serde_json::Value = reqwest::Client::new()
-                    .get(format!("{url}/items/{collection}"))
-                    .query(&[("aggregate[count]", "*"), (&format!("filter[{field}][_eq]"), value)])
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .error_for_status()
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let answer = crate::json_of(
+                    reqwest::Client::new()
+                        .get(format!("{url}/items/{collection}"))
+                        .query(&[("aggregate[count]", "*"), (&format!("filter[{field}][_eq]"), value)])
+                        .bearer_auth(token),
+                )
+                .await;
                 let count = &answer["data"][0]["count"];
                 count.as_u64().or_else(|| count.as_str().and_then(|c| c.parse().ok())).unwrap() as usize
             }
@@ -637,17 +624,7 @@ fn directus_env() -> (String, String) {
 
 /// The admin's user id, through the same token.
 async fn directus_user_id(url: &str, token: &str) -> String {
-    let me: serde_json::Value = reqwest::Client::new()
-        .get(format!("{url}/users/me?fields=id"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = crate::json_of(reqwest::Client::new().get(format!("{url}/users/me?fields=id")).bearer_auth(token)).await;
     me["data"]["id"].as_str().unwrap().to_string()
 }
 
