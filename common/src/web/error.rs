@@ -13,6 +13,7 @@ use crate::flows::pipeline::PipelineError;
 use crate::flows::summary::SummaryError;
 use crate::offload::OffloadError;
 use crate::providers::llm::LlmError;
+use crate::providers::rag::RagError;
 use crate::queue::PublishError;
 use crate::store::StoreError;
 
@@ -172,6 +173,15 @@ impl From<LlmError> for ApiError {
     fn from(err: LlmError) -> Self {
         match err {
             LlmError::Unavailable(reason) => ApiError::unavailable(Dependency::Llm, reason),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<RagError> for ApiError {
+    fn from(err: RagError) -> Self {
+        match err {
+            RagError::Unavailable(reason) => ApiError::unavailable(Dependency::Rag, reason),
             other => ApiError::internal(other),
         }
     }

@@ -73,7 +73,7 @@ const TAGS: &[(&str, &str)] = &[
     ("conversations", "Dashboard conversation endpoints, get-reply and the health stream"),
     ("projects", "Dashboard project endpoints"),
     ("chats", "The dashboard's chat: context conversations and streamed answers"),
-    ("stateless", "Callbacks from other services (RunPod's transcription webhook)"),
+    ("stateless", "RunPod's transcription webhook, and RAG over LightRAG's server restricted to the caller's conversations"),
     ("resources", "Legacy project documents (PDFs): the Postgres `document` table"),
 ];
 

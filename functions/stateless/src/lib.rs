@@ -1,5 +1,7 @@
-//! `/api/stateless`: the RunPod transcription webhook (api.md §2.6). The RAG routes of that group
-//! need a LightRAG server and are not served yet.
+//! `/api/stateless` (api.md §2.6): the RunPod transcription webhook, and the four RAG routes
+//! over LightRAG's server (`rag_routes`, their operations in `rag`).
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -7,30 +9,50 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::Services;
+use common::providers::llm::LlmClient;
+use common::providers::rag::RagIndex;
 use common::web::error::detail_response;
 use common::web::http::QueryParams;
 use serde_json::{Value, json};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+pub mod rag;
+mod rag_routes;
+mod responses;
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub services: Services,
+    /// LightRAG's server; `None` without `LIGHTRAG_SERVER_URL` (the RAG routes answer 503).
+    pub rag: Option<Arc<dyn RagIndex>>,
+    /// simple_query's model (the LIGHTRAG_LITELLM_INFERENCE slot).
+    pub llm: LlmClient,
 }
 
 common::deref_to_services!(AppState);
 
 impl AppState {
     pub fn new(services: Services) -> Self {
-        AppState { services }
+        let rag = common::providers::rag::from_settings(&services.settings.rag).unwrap_or_else(|err| {
+            tracing::error!(%err, "LIGHTRAG_SERVER_URL is unusable; the RAG routes answer 503");
+            None
+        });
+        AppState { llm: LlmClient::from_settings(&services.settings), rag, services }
     }
 }
 
 /// The stateless routes with their OpenAPI entries (each handler's `#[utoipa::path]`).
 pub fn api() -> OpenApiRouter<AppState> {
     // A status payload with segments can be large; Lambda's own limit is 6 MB.
-    OpenApiRouter::default().routes(routes!(webhook_transcribe).layer(DefaultBodyLimit::max(6 * 1024 * 1024)))
+    use rag_routes::*;
+    OpenApiRouter::default()
+        .routes(routes!(webhook_transcribe).layer(DefaultBodyLimit::max(6 * 1024 * 1024)))
+        .routes(routes!(rag_insert).layer(DefaultBodyLimit::max(6 * 1024 * 1024)))
+        .routes(routes!(rag_simple_query))
+        .routes(routes!(rag_get_lightrag_prompt))
+        .routes(routes!(rag_delete_conversation))
 }
 
 /// The stateless routes alone, for mounting beside other groups.

@@ -660,11 +660,11 @@ fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
         assert_eq!(readable, given, "{name}: the role reads exactly the parameters the function is given");
         checked += given.len();
     }
-    // Directus token x8, secret x4, LLM keys x6 (medium x2, summary x2, small, inference),
+    // Directus token x8, secret x5, LLM keys x7 (medium x2, summary x2, small, inference x2),
     // transcription keys x3, the RunPod webhook secret x2, the topic modeler key, the Vertex
-    // service account, the database URL and LightRAG's two (the server's key, the ETL's LLM key)
-    // (template.yaml "Secrets").
-    assert_eq!(checked, 28);
+    // service account, the database URL and LightRAG's three (the server's key x2, the ETL's LLM
+    // key) (template.yaml "Secrets").
+    assert_eq!(checked, 31);
 }
 
 // ------------------------------------------------------------------ tracing and metrics

@@ -138,6 +138,28 @@ async fn the_runpod_webhook_event_completes_its_chunk() {
     assert_eq!(invoke_on(router(), "stateless/webhook_transcribe.json").await, (200, Some(Value::Null)));
 }
 
+/// The RAG events (events/gen_stateless_events.py) pass auth and reach their routes: the owner's
+/// conversation and its segment (id 1, the first of a fresh store), no LightRAG server, so each
+/// answers its documented 503.
+#[tokio::test]
+async fn every_stateless_rag_event_reaches_its_route() {
+    let llm = FakeLlm::start(LlmBehaviour::Reply("unused".into())).await;
+    let app = dashboard_app(&llm).await;
+    let segment = common::store::NewSegment { conversation_id: CONVERSATION.into(), ..Default::default() };
+    assert_eq!(app.local.store.create_segment(segment).await.unwrap().id, 1, "the id the events name");
+    let router = || stateless::router(stateless::AppState::new(app.local.state.services.clone()));
+    let rag_down = json!({"detail": "RAG service is unavailable, please try again later"});
+    let prompt_down = json!({"detail": "RAG query temporarily unavailable. Please try manual conversation selection or contact support."});
+    for (file, expected) in [
+        ("stateless/rag_insert.json", &rag_down),
+        ("stateless/rag_simple_query.json", &rag_down),
+        ("stateless/rag_get_lightrag_prompt.json", &prompt_down),
+        ("stateless/rag_delete_conversation.json", &rag_down),
+    ] {
+        assert_eq!(invoke_on(router(), file).await, (503, Some(expected.clone())), "{file}");
+    }
+}
+
 /// The dashboard events carry a token signed with this secret for this user (events/README.md).
 const EVENTS_SECRET: &str = "events-directus-secret";
 const EVENTS_OWNER: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
