@@ -262,6 +262,8 @@ async fn seed_project(store: &dyn Store) -> anyhow::Result<()> {
             default_conversation_description: Some("Talk about anything; this is echo-local.".into()),
             default_conversation_finish_text: Some("Thank you for recording!".into()),
             image_generation_model: Some("MODEST".into()),
+            // Indexed for RAG when ENABLE_AUDIO_LIGHTRAG_INPUT is on (README, LightRAG's server).
+            is_enhanced_audio_processing_enabled: Some(true),
             ..Default::default()
         })
         .await?;

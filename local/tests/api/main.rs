@@ -16,6 +16,7 @@ mod openapi;
 mod participant_flow;
 mod pipeline;
 mod projects_api;
+mod rag_api;
 mod rag_etl;
 mod resources_api;
 mod runpod;
