@@ -11,6 +11,7 @@
 # `start` prints, on stdout:
 #   export LIGHTRAG_SERVER_URL=http://127.0.0.1:<port> LIGHTRAG_API_KEY=<key>
 #   export ECHO_LIGHTRAG_DIR=<the directory holding its data, logs and pid files>
+#   export ECHO_LIGHTRAG_FAKE_LLM=http://127.0.0.1:<port>/v1   (the stand-in model, for trying RAG out)
 # The server has a venv of its own (ECHO_LIGHTRAG_VENV, default ~/.cache/echo-lambda/lightrag-venv):
 # its pinned FastAPI stack must not move the SAM CLI's dependencies in the tools venv.
 set -euo pipefail
@@ -100,6 +101,7 @@ EOF
       partial=""
       echo "export LIGHTRAG_SERVER_URL=http://127.0.0.1:$port LIGHTRAG_API_KEY=$key"
       echo "export ECHO_LIGHTRAG_DIR=$dir"
+      echo "export ECHO_LIGHTRAG_FAKE_LLM=http://127.0.0.1:$fake/v1"
       echo "lightrag.sh: lightrag-server 1.5.7 on 127.0.0.1:$port (fake LLM on $fake), data in $dir" >&2
       return 0
     fi
