@@ -45,8 +45,8 @@ import json, os, sys
 for p in json.load(sys.stdin)["packages"]:
     if p["name"] == "tiktoken-rs":
         print(os.path.join(os.path.dirname(p["manifest_path"]), "assets"))
-        break')
-  [ -d "$assets" ] || die "tiktoken-rs's assets not found (run cargo fetch)"
+        break') || true
+  [ -d "$assets" ] || die "tiktoken-rs's assets not found (run cargo fetch; cargo metadata --locked needs an up-to-date Cargo.lock)"
   mkdir -p "$dir"
   cp "$assets/o200k_base.tiktoken" "$dir/fb374d419588a4632f3f557e76b4b70aebbca790"
   cp "$assets/cl100k_base.tiktoken" "$dir/9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
