@@ -36,8 +36,9 @@ async fn build_library(services: &Services, project_id: &str, language: &str, ru
     // Render first: a broken template must not leave a run without views behind.
     let mut views = Vec::with_capacity(DEFAULT_VIEWS.len());
     for name in DEFAULT_VIEWS {
-        let view = common::providers::prompts::render_json(name, language, json!({}), &["user_query", "user_query_context"])
-            .map_err(TaskError::terminal)?;
+        let view =
+            common::providers::prompts::render_json(name, language, json!({ "language": language }), &["user_query", "user_query_context"])
+                .map_err(TaskError::terminal)?;
         let text = |key: &str| view[key].as_str().unwrap_or_default().to_string();
         views.push(Task::CreateView {
             project_analysis_run_id: run_id.to_string(),

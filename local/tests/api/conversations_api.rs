@@ -248,6 +248,12 @@ async fn summarize_stores_what_the_llm_returned() {
     assert_eq!(sent["model"], "gpt-test");
     assert!(sent["messages"][0]["content"].as_str().unwrap().contains("We need more parking near the station."));
 
+    // The project's language picks the template: Spanish instructions for a Spanish project.
+    app.db().execute("UPDATE project SET language = 'es' WHERE id = (SELECT project_id FROM conversation WHERE id = ?1)", [&cid]).unwrap();
+    app.call(Method::POST, &path, Some(&owner), None).await;
+    let prompt = llm.requests.lock().unwrap()[1]["messages"][0]["content"].as_str().unwrap().to_string();
+    assert!(prompt.starts_with("A continuación está la transcripción") && prompt.contains("código \"es\""), "{prompt}");
+
     // A provider that fails or is unreachable: 503, and the stored summary stays.
     llm.set(LlmBehaviour::Status(503, "overloaded".into()));
     let (status, body) = app.call(Method::POST, &path, Some(&owner), None).await;
@@ -341,6 +347,35 @@ async fn get_reply_streams_the_response_and_stores_it() {
 
     // Missing language: 422 before any stream.
     assert_eq!(app.client.post(&url).json(&json!({})).send().await.unwrap().status(), 422);
+}
+
+#[tokio::test]
+async fn get_reply_in_dutch_renders_the_dutch_templates() {
+    let llm = FakeLlm::start(LlmBehaviour::Reply("<response>Parkeren kwam twee keer terug.</response>".into())).await;
+    let app = TestApp::start_dashboard(Some(&llm)).await;
+    let (project, cid) = app.owned_conversation(OWNER).await;
+    app.text_chunk(&cid, 0, "Parkeren is een probleem.").await;
+    app.db().execute("UPDATE project SET get_reply_mode = 'summarize' WHERE id = ?1", [&project]).unwrap();
+    let url = app.url(&format!("/api/conversations/{cid}/get-reply"));
+    let prompt_of = |i: usize| llm.requests.lock().unwrap()[i]["messages"][0]["content"].as_str().unwrap().to_string();
+
+    let got = frames(app.client.post(&url).json(&json!({"language": "nl"})).send().await.unwrap()).await;
+    assert_eq!(got.iter().map(|(_, t)| t.as_str()).collect::<String>(), "Parkeren kwam twee keer terug.");
+    let prompt = prompt_of(0);
+    assert!(prompt.contains("Je bent de reflectie-assistent"), "the Dutch system template: {prompt}");
+    assert!(prompt.contains("Antwoord in de taal met code \"nl\""), "{prompt}");
+    assert!(prompt.contains("Vat de belangrijkste punten"), "the Dutch summarize mode: {prompt}");
+    assert!(!prompt.contains("Summarise the main points"), "{prompt}");
+
+    app.db().execute("UPDATE project SET get_reply_mode = 'brainstorm' WHERE id = ?1", [&project]).unwrap();
+    frames(app.client.post(&url).json(&json!({"language": "de"})).send().await.unwrap()).await;
+    let prompt = prompt_of(1);
+    assert!(prompt.contains("Hilf den Teilnehmenden, weiterzudenken") && prompt.contains("Code \"de\""), "{prompt}");
+
+    // A language without its own templates gets the English ones, told the language.
+    frames(app.client.post(&url).json(&json!({"language": "it"})).send().await.unwrap()).await;
+    let prompt = prompt_of(2);
+    assert!(prompt.contains("Help the participants think further") && prompt.contains("code \"it\""), "{prompt}");
 }
 
 #[tokio::test]

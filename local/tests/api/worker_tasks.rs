@@ -470,7 +470,9 @@ async fn a_library_starts_each_view_once_with_every_segment_of_the_project() {
     let args = &views[0]["args"];
     assert_eq!((args["project_analysis_run_id"].as_str(), args["language"].as_str()), (Some(run.as_str()), Some("nl")));
     let (query, context) = (args["user_query"].as_str().unwrap().to_string(), args["user_query_context"].as_str().unwrap().to_string());
-    assert!(!query.is_empty() && !context.is_empty(), "{args}");
+    // A Dutch library asks the topic modeler in Dutch (processing.md §10).
+    assert_eq!(query, "Welke thema's komen steeds terug in deze gesprekken?", "{args}");
+    assert!(context.starts_with("Groepeer wat deelnemers zeiden") && context.contains("code \"nl\""), "{args}");
 
     // The view: the topic modeler gets every segment of the project and nothing else.
     let view = TaskMessage::parse(&views[0].to_string()).unwrap().task;

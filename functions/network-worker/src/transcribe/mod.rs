@@ -106,6 +106,12 @@ pub async fn run(services: &Services, provider: &Provider, chunk_id: &str, job: 
     outcome
 }
 
+/// The language a Whisper-style provider is told; `multi` means "detect it", which those
+/// providers do when no language is given (processing.md §10).
+pub(crate) fn forced_language(language: String) -> Option<String> {
+    (language != "multi" && !language.is_empty()).then_some(language)
+}
+
 /// Language and hotwords from the conversation's project.
 pub(crate) async fn project_inputs(services: &Services, chunk: &Chunk) -> Result<Option<(String, Option<String>)>, TaskError> {
     let Some(conversation) = services.store.get_conversation(&chunk.conversation_id).await? else { return Ok(None) };
