@@ -82,6 +82,7 @@ async fn counts_transcript_and_token_count() {
     app.local
         .store
         .create_chunk(NewChunk {
+            created_at: None,
             id: errored.clone(),
             conversation_id: cid.clone(),
             timestamp: chrono::Utc.with_ymd_and_hms(2025, 10, 16, 12, 1, 0).unwrap(),
@@ -529,4 +530,31 @@ async fn health_stream_validates_and_sends_events() {
     }
     assert!(text.starts_with("event: ping\ndata: 0\n\n"), "{text}");
     assert!(text.contains("event: health_update\ndata: {\"conversation_issue\":\"HIGH_NOISE\"}\n\n"), "{text}");
+}
+
+#[tokio::test]
+async fn health_takes_the_newest_two_chunks_before_dropping_null_metrics() {
+    let app = TestApp::start_with(|o| o.settings.runpod_diarization = true).await;
+    let (_, cid) = app.owned_conversation(OWNER).await;
+    let db = app.db();
+    // Newest first: one without metrics yet, one noisy, one quiet (older than the newest two).
+    let now = chrono::Utc::now();
+    for (seconds_ago, noise) in [(10, None), (20, Some(0.9)), (30, Some(0.0))] {
+        let chunk = app.text_chunk(&cid, 0, "x").await;
+        let at = common::datetime::format(&(now - chrono::Duration::seconds(seconds_ago)));
+        db.execute(
+            "UPDATE conversation_chunk SET timestamp = ?2, noise_ratio = ?3, silence_ratio = ?4, cross_talk_instances = ?4 WHERE id = ?1",
+            rusqlite::params![chunk, at, noise, noise.map(|_| 0.0)],
+        )
+        .unwrap();
+    }
+    let mut res = app.client.get(app.url(&format!("/api/conversations/health/stream?conversation_ids={cid}"))).send().await.unwrap();
+    let mut text = String::new();
+    while !text.contains("health_update") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.expect("events arrive at once").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Of the newest two only the noisy one has metrics: 0.9 > 0.5. (Dropping nulls first would
+    // average in the quiet third chunk: 0.45, no issue.)
+    assert!(text.contains("data: {\"conversation_issue\":\"HIGH_NOISE\"}"), "{text}");
 }

@@ -57,10 +57,16 @@ async fn a_long_recording_splits_into_the_same_pieces_every_time() {
     let cid = app.initiate().await;
     // 420 s at 320 kbps is about 16 MiB of mp3: two pieces.
     let chunk = tone_chunk(&app, &cid, 420.0, &["-c:a", "libmp3lame", "-b:a", "320k"], "long.mp3").await;
+    // An original created well before now, so that a piece stamped "now" cannot pass.
+    let created = chrono::DateTime::parse_from_rfc3339("2025-10-16T12:00:00.000Z").unwrap().with_timezone(&chrono::Utc);
+    app.db().execute("UPDATE conversation_chunk SET created_at = '2025-10-16T12:00:00.000Z' WHERE id = ?1", [&chunk]).unwrap();
     let task = Task::ProcessConversationChunk { chunk_id: chunk.clone(), use_pii_redaction: false };
     assert_eq!(app.local.audio_worker.run(&task, &delivery()).await, Ok(Done::Completed));
     let pieces = app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap();
     assert_eq!(pieces.len(), 2, "{pieces:?}");
+    // created_at = the original's + the piece's offset (processing.md §4.2 step 6).
+    let offsets: Vec<i64> = pieces.iter().map(|p| (p.created_at.unwrap() - created).num_seconds()).collect();
+    assert_eq!(offsets, [0, 210], "{pieces:?}");
     assert!(pieces.iter().all(|p| p.id != chunk), "the original row is deleted after the split");
     assert!(pieces[0].path.as_deref().unwrap().contains(&format!("chunks/{cid}/{}_0-of-2.mp3", pieces[0].id)));
     assert_eq!((pieces[1].timestamp - pieces[0].timestamp).num_seconds(), 210);
