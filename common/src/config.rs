@@ -294,6 +294,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub rag: RagSettings,
     pub health_stream_max_seconds: u64,
+    /// How far back collector pass B looks for finished conversations that were never
+    /// finalized (`COLLECTOR_REDRIVE_HOURS`, processing.md §3.3).
+    pub collector_redrive_hours: u64,
     pub build_version: String,
     pub debug_mode: bool,
 }
@@ -460,6 +463,7 @@ impl Settings {
             },
             rag,
             health_stream_max_seconds: number("HEALTH_STREAM_MAX_SECONDS", 840)?,
+            collector_redrive_hours: number("COLLECTOR_REDRIVE_HOURS", 24)?,
             build_version: var("BUILD_VERSION").unwrap_or_else(|| "dev".into()),
             debug_mode: parse_bool(var("DEBUG_MODE").as_deref()),
         })
@@ -523,6 +527,9 @@ mod tests {
         assert_eq!(s.auth.session_cookie_name, "directus_session_token");
         assert_eq!(s.s3.upload_max_bytes, 2_147_483_648);
         assert!(!s.api.disable_cors);
+        assert_eq!(s.collector_redrive_hours, 24);
+        assert_eq!(settings(&[("COLLECTOR_REDRIVE_HOURS", "72")]).unwrap().collector_redrive_hours, 72);
+        assert!(settings(&[("COLLECTOR_REDRIVE_HOURS", "a day")]).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ async fn conversation_with(app: &Local, files: &[PathBuf]) -> String {
         app.state.blob.upload_file(&key, file, "application/octet-stream").await.unwrap();
         app.store
             .create_chunk(NewChunk {
+                created_at: None,
                 id: uuid::Uuid::new_v4().to_string(),
                 conversation_id: cid.clone(),
                 timestamp: Utc::now() + chrono::Duration::seconds(i as i64),

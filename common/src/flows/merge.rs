@@ -52,6 +52,17 @@ pub fn merged_key(conversation_id: &str, fingerprint: &str) -> String {
 /// Merges the conversation's audio chunks (or reuses the merge of the same set), records
 /// `merged_audio_path` and `duration` on the conversation, and returns the merged object.
 pub async fn merge_conversation(services: &Services, conversation_id: &str) -> Result<MergedAudio, MergeError> {
+    // Without a current path there is always a merge.
+    merge_unless_current(services, conversation_id, None).await?.ok_or_else(|| MergeError::Failed("nothing merged".into()))
+}
+
+/// The task's merge (§4.3 step 4): `None`, touching nothing, when `current` (the conversation's
+/// `merged_audio_path`) already is the URL of this chunk set's merge.
+pub async fn merge_unless_current(
+    services: &Services,
+    conversation_id: &str,
+    current: Option<&str>,
+) -> Result<Option<MergedAudio>, MergeError> {
     let chunks = services.store.list_chunks(conversation_id, ChunkOrder::OldestFirst).await?;
     if chunks.is_empty() {
         return Err(MergeError::NoChunks);
@@ -62,6 +73,9 @@ pub async fn merge_conversation(services: &Services, conversation_id: &str) -> R
     }
     let key = merged_key(conversation_id, &fingerprint(&audio));
     let url = services.blob.url_for_key(&key);
+    if current == Some(url.as_str()) {
+        return Ok(None);
+    }
     let blob = &services.blob;
 
     let dir = TempDir::new().await.map_err(|e| MergeError::Failed(format!("temporary directory: {e}")))?;
@@ -101,7 +115,7 @@ pub async fn merge_conversation(services: &Services, conversation_id: &str) -> R
             ConversationPatch { merged_audio_path: Some(url.clone()), duration: Some(duration), ..Default::default() },
         )
         .await?;
-    Ok(MergedAudio { key, url, duration })
+    Ok(Some(MergedAudio { key, url, duration }))
 }
 
 /// Downloads the chunks' objects into `dir`, a few at a time, in chunk order; chunks whose object

@@ -132,6 +132,24 @@ pub fn with_reason(message: &str, reason: &str) -> String {
     format!("{message} -\n {reason}")
 }
 
+/// How a step that succeeded ended: an exit message when it stopped early (a skip).
+pub trait StepExit {
+    fn exit_message(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl StepExit for () {}
+
+impl StepExit for crate::queue::worker::Done {
+    fn exit_message(&self) -> Option<&str> {
+        match self {
+            crate::queue::worker::Done::Skipped(reason) => Some(reason),
+            crate::queue::worker::Done::Completed => None,
+        }
+    }
+}
+
 /// A step's `.started` row; `finish` writes `.completed` or `.failed`. Never fails the task.
 pub struct StatusStep<'a> {
     services: &'a Services,
@@ -148,17 +166,22 @@ impl<'a> StatusStep<'a> {
         StatusStep { services, prefix, message, ids, parent, started: Instant::now() }
     }
 
-    /// `.completed` with the reason the step ended early (ECHO's exit message).
+    /// `.completed` whose message is the reason the step ended early (its exit message, §1.5):
+    /// a skip inside a step is one completion, never a row of its own.
     pub async fn finish_early(self, exit_message: &str) {
         let ms = self.started.elapsed().as_millis() as i64;
-        let message = with_reason(&self.message, exit_message);
-        write(self.services, format!("{}.completed", self.prefix), Some(message), Some(ms), self.parent, &self.ids).await;
+        let message = Some(exit_message.to_string());
+        write(self.services, format!("{}.completed", self.prefix), message, Some(ms), self.parent, &self.ids).await;
     }
 
-    /// `.completed` for `Ok`, `.failed` with the error's text for `Err`.
-    pub async fn finish_with<T, E: std::fmt::Display>(self, outcome: &Result<T, E>) {
+    /// `.completed` for `Ok` (with the exit message of a skip), `.failed` with the error's text
+    /// for `Err`.
+    pub async fn finish_with<T: StepExit, E: std::fmt::Display>(self, outcome: &Result<T, E>) {
         match outcome {
-            Ok(_) => self.finish(Ok(())).await,
+            Ok(done) => match done.exit_message() {
+                Some(exit) => self.finish_early(exit).await,
+                None => self.finish(Ok(())).await,
+            },
             Err(err) => self.finish(Err(&err.to_string())).await,
         }
     }

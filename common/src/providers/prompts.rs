@@ -1,17 +1,47 @@
 //! Prompt templates shipped with the code (`common/prompts/{name}.{language}.jinja`), rendered
-//! with minijinja without HTML escaping. A language without its own file uses English.
+//! with minijinja without HTML escaping (processing.md §10). The summary, get-reply, report, chat
+//! and library-view templates exist in en, nl, de, fr and es; any other language (`multi`
+//! included) uses the English file, which is told the language to answer in.
 
 use minijinja::Environment;
 use serde::Serialize;
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("get_reply_system.en", include_str!("../../prompts/get_reply_system.en.jinja")),
+    ("get_reply_system.nl", include_str!("../../prompts/get_reply_system.nl.jinja")),
+    ("get_reply_system.de", include_str!("../../prompts/get_reply_system.de.jinja")),
+    ("get_reply_system.fr", include_str!("../../prompts/get_reply_system.fr.jinja")),
+    ("get_reply_system.es", include_str!("../../prompts/get_reply_system.es.jinja")),
     ("get_reply_summarize.en", include_str!("../../prompts/get_reply_summarize.en.jinja")),
+    ("get_reply_summarize.nl", include_str!("../../prompts/get_reply_summarize.nl.jinja")),
+    ("get_reply_summarize.de", include_str!("../../prompts/get_reply_summarize.de.jinja")),
+    ("get_reply_summarize.fr", include_str!("../../prompts/get_reply_summarize.fr.jinja")),
+    ("get_reply_summarize.es", include_str!("../../prompts/get_reply_summarize.es.jinja")),
     ("get_reply_brainstorm.en", include_str!("../../prompts/get_reply_brainstorm.en.jinja")),
+    ("get_reply_brainstorm.nl", include_str!("../../prompts/get_reply_brainstorm.nl.jinja")),
+    ("get_reply_brainstorm.de", include_str!("../../prompts/get_reply_brainstorm.de.jinja")),
+    ("get_reply_brainstorm.fr", include_str!("../../prompts/get_reply_brainstorm.fr.jinja")),
+    ("get_reply_brainstorm.es", include_str!("../../prompts/get_reply_brainstorm.es.jinja")),
     ("generate_conversation_summary.en", include_str!("../../prompts/generate_conversation_summary.en.jinja")),
+    ("generate_conversation_summary.nl", include_str!("../../prompts/generate_conversation_summary.nl.jinja")),
+    ("generate_conversation_summary.de", include_str!("../../prompts/generate_conversation_summary.de.jinja")),
+    ("generate_conversation_summary.fr", include_str!("../../prompts/generate_conversation_summary.fr.jinja")),
+    ("generate_conversation_summary.es", include_str!("../../prompts/generate_conversation_summary.es.jinja")),
     ("system_report.en", include_str!("../../prompts/system_report.en.jinja")),
+    ("system_report.nl", include_str!("../../prompts/system_report.nl.jinja")),
+    ("system_report.de", include_str!("../../prompts/system_report.de.jinja")),
+    ("system_report.fr", include_str!("../../prompts/system_report.fr.jinja")),
+    ("system_report.es", include_str!("../../prompts/system_report.es.jinja")),
     ("default_whisper_prompt.en", include_str!("../../prompts/default_whisper_prompt.en.jinja")),
+    ("default_whisper_prompt.nl", include_str!("../../prompts/default_whisper_prompt.nl.jinja")),
+    ("default_whisper_prompt.de", include_str!("../../prompts/default_whisper_prompt.de.jinja")),
+    ("default_whisper_prompt.fr", include_str!("../../prompts/default_whisper_prompt.fr.jinja")),
+    ("default_whisper_prompt.es", include_str!("../../prompts/default_whisper_prompt.es.jinja")),
     ("default_view_recurring_themes.en", include_str!("../../prompts/default_view_recurring_themes.en.jinja")),
+    ("default_view_recurring_themes.nl", include_str!("../../prompts/default_view_recurring_themes.nl.jinja")),
+    ("default_view_recurring_themes.de", include_str!("../../prompts/default_view_recurring_themes.de.jinja")),
+    ("default_view_recurring_themes.fr", include_str!("../../prompts/default_view_recurring_themes.fr.jinja")),
+    ("default_view_recurring_themes.es", include_str!("../../prompts/default_view_recurring_themes.es.jinja")),
     ("transcript_correction_workflow.en", include_str!("../../prompts/transcript_correction_workflow.en.jinja")),
     // The dashboard chat's templates, one file per language (processing.md §10).
     ("system_chat.en", include_str!("../../prompts/system_chat.en.jinja")),
@@ -134,6 +164,30 @@ mod tests {
         let text = render("context_conversations", "en", context! { language => "en", conversations }).unwrap();
         assert!(text.contains("<name>Ada</name>") && text.contains("swings"));
         assert!(render("system_chat", "pt", context! { language => "pt" }).unwrap().contains("\"pt\""), "English instructions as fallback");
+    }
+
+    #[test]
+    fn answer_templates_exist_in_every_language_and_name_it() {
+        let conversations = vec![context! { name => "Ada", tags => "park, ", created_at => "", transcript => "swings" }];
+        let names = ["get_reply_system", "get_reply_summarize", "get_reply_brainstorm", "generate_conversation_summary", "system_report"];
+        for language in ["en", "nl", "de", "fr", "es"] {
+            for name in names {
+                let ctx = context! { language, conversations, quote_text_joined => "swings", MAIN_USER_TRANSCRIPT => "swings" };
+                let text = render(name, language, ctx).unwrap();
+                assert!(text.contains(&format!("\"{language}\"")) || text.contains(&format!("« {language} »")), "{name}.{language}");
+                assert!(environment().get_template(&format!("{name}.{language}")).is_ok(), "{name}.{language} has its own file");
+            }
+            let view = render_json("default_view_recurring_themes", language, context! { language }, &["user_query", "user_query_context"]);
+            let view = view.unwrap_or_else(|e| panic!("{language}: {e}"));
+            assert!(view["user_query_context"].as_str().unwrap().contains(language), "{language}");
+            assert!(environment().get_template(&format!("default_view_recurring_themes.{language}")).is_ok());
+        }
+        let dutch = render("get_reply_summarize", "nl", context! { language => "nl" }).unwrap();
+        assert!(dutch.contains("Vat de belangrijkste punten"), "{dutch}");
+        let multi = render("generate_conversation_summary", "multi", context! { language => "multi", quote_text_joined => "x" }).unwrap();
+        assert!(multi.contains("Write a summary of it in the language the participants mostly speak."), "{multi}");
+        let en = render("generate_conversation_summary", "en", context! { language => "en", quote_text_joined => "x" }).unwrap();
+        assert!(en.contains("Write a summary of it in the language with code \"en\"."), "{en}");
     }
 
     #[test]

@@ -267,6 +267,10 @@ fn classify(collection: &'static str, reply: &Reply) -> StoreError {
             .unwrap_or_else(|| if status == StatusCode::FORBIDDEN { "*".into() } else { "?".into() });
         return StoreError::Invalid { collection, field, reason: reply.summary() };
     }
+    if status == StatusCode::NOT_FOUND {
+        // ROUTE_NOT_FOUND: a wrong collection or route, which no retry mends (terminal).
+        return StoreError::Invalid { collection, field: "(route)".into(), reason: reply.summary() };
+    }
     StoreError::Other(format!("{collection}: {}", reply.summary()))
 }
 
@@ -596,16 +600,31 @@ impl DirectusStore {
 
     /// Every row `filter` matches, page by page under `sort` (which must end in a unique key).
     async fn search_all(&self, collection: &'static str, filter: Value, fields: &[&str], sort: &[&str]) -> StoreResult<Vec<Value>> {
+        self.search_all_deep(collection, filter, fields, sort, None).await
+    }
+
+    /// `search_all` with `deep` settings for the nested lists in `fields`.
+    async fn search_all_deep(
+        &self,
+        collection: &'static str,
+        filter: Value,
+        fields: &[&str],
+        sort: &[&str],
+        deep: Option<&Value>,
+    ) -> StoreResult<Vec<Value>> {
         debug_assert!(sort.last().is_some_and(|s| s.trim_start_matches('-') == "id"), "pages need a total order");
         let mut all = Vec::new();
         for page in 0.. {
-            let query = json!({
+            let mut query = json!({
                 "filter": filter,
                 "fields": fields,
                 "sort": sort,
                 "limit": self.page_size,
                 "offset": page * self.page_size,
             });
+            if let Some(deep) = deep {
+                query["deep"] = deep.clone();
+            }
             let rows = self.search(collection, query).await?;
             let full = rows.len() == self.page_size;
             all.extend(rows);
@@ -889,12 +908,20 @@ impl Store for DirectusStore {
             "source": c.source,
             "transcript": c.transcript,
         });
-        match self.create("conversation_chunk", body, Some(&c.id), &fields_param(CHUNK_FIELDS)).await? {
-            CreateOutcome::Created(row) => chunk_from(&row),
-            CreateOutcome::CreatedByEarlierTry => {
-                self.get_chunk(&c.id).await?.ok_or_else(|| StoreError::Other(format!("conversation_chunk {} vanished after create", c.id)))
-            }
+        let mut chunk = match self.create("conversation_chunk", body, Some(&c.id), &fields_param(CHUNK_FIELDS)).await? {
+            CreateOutcome::Created(row) => chunk_from(&row)?,
+            CreateOutcome::CreatedByEarlierTry => self
+                .get_chunk(&c.id)
+                .await?
+                .ok_or_else(|| StoreError::Other(format!("conversation_chunk {} vanished after create", c.id)))?,
+        };
+        // `created_at` is date-created: Directus stamps "now" on create whatever is sent, and
+        // only an update sets it (a split piece's, processing.md §4.2).
+        if let Some(created_at) = c.created_at.filter(|at| chunk.created_at != Some(*at)) {
+            self.patch("conversation_chunk", &c.id, json!({ "created_at": ts(&created_at) })).await?;
+            chunk.created_at = Some(created_at);
         }
+        Ok(chunk)
     }
 
     async fn update_chunk(&self, id: &str, patch: ChunkPatch) -> StoreResult<bool> {
@@ -953,7 +980,10 @@ impl Store for DirectusStore {
     async fn list_conversations(&self, project_id: &str) -> StoreResult<Vec<Conversation>> {
         let fields: Vec<String> = Self::conversation_query_fields();
         let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-        let rows = self.search_all("conversation", json!({ "project_id": eq(project_id) }), &fields, &["-created_at", "id"]).await?;
+        let filter = json!({ "project_id": eq(project_id) });
+        // Each conversation's tags are capped by `deep`, or Directus cuts them at 100 (§2.3).
+        let deep = Self::conversation_deep();
+        let rows = self.search_all_deep("conversation", filter, &fields, &["-created_at", "id"], Some(&deep)).await?;
         let mut conversations = Vec::with_capacity(rows.len());
         for row in &rows {
             conversations.push(self.finish_conversation(row).await?);
@@ -1109,9 +1139,6 @@ impl Store for DirectusStore {
         let filter = json!({ "_and": [
             field,
             { "timestamp": { "_gte": ts(&since) } },
-            { "noise_ratio": { "_nnull": true } },
-            { "cross_talk_instances": { "_nnull": true } },
-            { "silence_ratio": { "_nnull": true } },
         ]});
         let fields =
             ["id", "conversation_id.id", "conversation_id.project_id", "timestamp", "noise_ratio", "cross_talk_instances", "silence_ratio"];
@@ -1124,9 +1151,9 @@ impl Store for DirectusStore {
                     conversation_id: conversation.required("id")?,
                     project_id: conversation.required("project_id")?,
                     timestamp: r.time("timestamp").unwrap_or_default(),
-                    noise_ratio: r.float("noise_ratio").unwrap_or_default(),
-                    cross_talk_instances: r.float("cross_talk_instances").unwrap_or_default(),
-                    silence_ratio: r.float("silence_ratio").unwrap_or_default(),
+                    noise_ratio: r.float("noise_ratio"),
+                    cross_talk_instances: r.float("cross_talk_instances"),
+                    silence_ratio: r.float("silence_ratio"),
                 })
             })
             .collect()

@@ -214,9 +214,11 @@ pub struct ChunkMetrics {
     pub conversation_id: String,
     pub project_id: String,
     pub timestamp: DateTime<Utc>,
-    pub noise_ratio: f64,
-    pub cross_talk_instances: f64,
-    pub silence_ratio: f64,
+    /// Null metrics are `None`: the health computation drops such rows only after picking each
+    /// conversation's newest two (processing.md §8.2).
+    pub noise_ratio: Option<f64>,
+    pub cross_talk_instances: Option<f64>,
+    pub silence_ratio: Option<f64>,
 }
 
 /// Whose recent chunk metrics to read.
@@ -246,6 +248,8 @@ pub struct Chunk {
 pub struct NewChunk {
     pub id: String,
     pub conversation_id: String,
+    /// Set only for split pieces (the original's + the piece's offset); otherwise the store's now.
+    pub created_at: Option<DateTime<Utc>>,
     pub timestamp: DateTime<Utc>,
     pub path: Option<String>,
     pub source: Option<String>,
@@ -392,7 +396,7 @@ pub trait Store: Send + Sync + 'static {
     async fn update_segment(&self, id: i64, patch: SegmentPatch) -> StoreResult<bool>;
     /// Deletes a `conversation_segment`; already gone is fine.
     async fn delete_segment(&self, id: i64) -> StoreResult<()>;
-    /// Chunks recorded since `since` with every diarization metric set, newest first.
+    /// Chunks recorded since `since` with their diarization metrics (null ones too), newest first.
     async fn recent_chunk_metrics(&self, scope: MetricsScope, since: DateTime<Utc>) -> StoreResult<Vec<ChunkMetrics>>;
 
     /// Collector pass A: unfinished conversations created before `idle_since` with no chunk

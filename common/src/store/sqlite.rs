@@ -482,7 +482,15 @@ impl Store for SqliteStore {
                 let inserted = conn.execute(
                     "INSERT INTO conversation_chunk (id, created_at, updated_at, conversation_id, timestamp, path, source, transcript) \
                      VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![c.id, now(), c.conversation_id, ts(&c.timestamp), c.path, c.source, c.transcript],
+                    params![
+                        c.id,
+                        c.created_at.as_ref().map_or_else(now, ts),
+                        c.conversation_id,
+                        ts(&c.timestamp),
+                        c.path,
+                        c.source,
+                        c.transcript
+                    ],
                 );
                 match inserted {
                     Ok(_) => load_chunk(conn, &c.id),
@@ -742,7 +750,6 @@ impl Store for SqliteStore {
                 "SELECT ch.conversation_id, v.project_id, ch.timestamp, ch.noise_ratio, ch.cross_talk_instances, ch.silence_ratio \
                  FROM conversation_chunk ch JOIN conversation v ON v.id = ch.conversation_id \
                  WHERE ch.timestamp >= ? AND {column} IN ({placeholders}) \
-                 AND ch.noise_ratio IS NOT NULL AND ch.cross_talk_instances IS NOT NULL AND ch.silence_ratio IS NOT NULL \
                  ORDER BY ch.timestamp DESC, ch.id"
             );
             let mut values: Vec<String> = vec![ts(&since)];
@@ -755,7 +762,7 @@ impl Store for SqliteStore {
                     project_id: r.get(1)?,
                     timestamp: parse_ts(Some(timestamp)).unwrap_or_default(),
                     noise_ratio: r.get(3)?,
-                    cross_talk_instances: r.get::<_, f64>(4)?,
+                    cross_talk_instances: r.get(4)?,
                     silence_ratio: r.get(5)?,
                 })
             })?

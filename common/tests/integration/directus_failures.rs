@@ -121,6 +121,7 @@ fn chunk_row() -> Value {
 
 fn new_chunk() -> NewChunk {
     NewChunk {
+        created_at: None,
         id: CHUNK_ID.into(),
         conversation_id: CONVERSATION_ID.into(),
         timestamp: Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, 0).unwrap(),
@@ -337,4 +338,30 @@ async fn lists_are_paged_under_a_total_order() {
         assert_eq!(query["sort"], json!(["-timestamp", "-id"]));
         assert_eq!(query["filter"], json!({ "conversation_id": { "_eq": CONVERSATION_ID } }));
     }
+}
+
+#[tokio::test]
+async fn a_route_that_does_not_exist_is_terminal_and_never_retried() {
+    let fake = Fake::start(vec![errors(404, "ROUTE_NOT_FOUND", "Route /items/conversaton doesn't exist.", None)]).await;
+    let err = fake.store.get_project(PROJECT_ID).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid { collection: "project", .. }), "{err:?}");
+    assert_eq!(fake.seen().len(), 1, "one request");
+    assert_eq!(common::ApiError::from(err).status(), 500);
+    let fake = Fake::start(vec![errors(404, "ROUTE_NOT_FOUND", "Route doesn't exist.", None)]).await;
+    let err = fake.store.list_chunks(CONVERSATION_ID, ChunkOrder::OldestFirst).await.unwrap_err();
+    let task: common::queue::worker::TaskError = err.into();
+    assert!(matches!(task, common::queue::worker::TaskError::Terminal(_)), "dead-lettered at once, not retried five times: {task:?}");
+}
+
+#[tokio::test]
+async fn a_projects_conversations_read_their_tags_with_a_deep_limit() {
+    let tags: Vec<Value> = (0..3).map(|i| json!({ "id": i, "project_tag_id": format!("tag-{i}") })).collect();
+    let row = json!({ "id": CONVERSATION_ID, "project_id": PROJECT_ID, "tags": tags });
+    let fake = Fake::start(vec![answer(200, json!({ "data": [row] }))]).await;
+    let conversations = fake.store.list_conversations(PROJECT_ID).await.unwrap();
+    assert_eq!(conversations[0].tag_ids, ["tag-0", "tag-1", "tag-2"]);
+    let query = fake.seen()[0].body.clone().unwrap()["query"].clone();
+    // Without `_limit` Directus cuts every nested list at 100 rows (data-model.md §2.3).
+    assert_eq!(query["deep"]["tags"]["_limit"], 1000, "{query}");
+    assert!(query["fields"].as_array().unwrap().iter().any(|f| f == "tags.project_tag_id"), "{query}");
 }

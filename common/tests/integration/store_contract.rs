@@ -173,6 +173,7 @@ async fn chunks(b: &Backend<'_>) {
     store.create_conversation(NewConversation { id: cid.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
     let at = |s| Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, s).unwrap();
     let mk = |id: &str, second| NewChunk {
+        created_at: None,
         id: id.into(),
         conversation_id: cid.clone(),
         timestamp: at(second),
@@ -188,6 +189,12 @@ async fn chunks(b: &Backend<'_>) {
     store.create_chunk(NewChunk { transcript: Some("typed".into()), path: None, ..mk(&c, 59) }).await.unwrap();
     assert!(matches!(store.create_chunk(mk(&a, 5)).await, Err(StoreError::AlreadyExists { .. })), "create-if-absent");
     assert_eq!(store.get_chunk(&a).await.unwrap().unwrap().timestamp, at(0), "the first write stands");
+    // A split piece carries its own created_at (the original's + its offset, processing.md §4.2).
+    let piece = uuid();
+    let created = store.create_chunk(NewChunk { created_at: Some(at(42)), ..mk(&piece, 42) }).await.unwrap();
+    assert_eq!(created.created_at, Some(at(42)));
+    assert_eq!(store.get_chunk(&piece).await.unwrap().unwrap().created_at, Some(at(42)));
+    assert!(store.delete_chunk(&piece).await.unwrap());
 
     let oldest: Vec<String> = store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap().into_iter().map(|c| c.id).collect();
     assert_eq!(oldest, vec![a.clone(), b.clone(), c.clone()]);
@@ -212,6 +219,7 @@ async fn runpod_jobs(b: &Backend<'_>) {
     let cid = uuid();
     store.create_conversation(NewConversation { id: cid.clone(), project_id: p.id.clone(), ..Default::default() }).await.unwrap();
     let mk = |id: &str| NewChunk {
+        created_at: None,
         id: id.into(),
         conversation_id: cid.clone(),
         timestamp: Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, 0).unwrap(),
@@ -316,6 +324,7 @@ async fn dashboard_operations(b: &Backend<'_>) {
 
     let at = Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, 0).unwrap();
     let chunk = |transcript: Option<&str>| NewChunk {
+        created_at: None,
         id: uuid(),
         conversation_id: older.clone(),
         timestamp: at,
@@ -368,8 +377,15 @@ async fn pagination(b: &Backend<'_>) {
         // Pairs share a timestamp, so the id decides their order.
         let id = uuid();
         let timestamp = base + chrono::Duration::seconds(i / 2);
-        let chunk =
-            NewChunk { id: id.clone(), conversation_id: cid.clone(), timestamp, path: None, source: None, transcript: Some("t".into()) };
+        let chunk = NewChunk {
+            created_at: None,
+            id: id.clone(),
+            conversation_id: cid.clone(),
+            timestamp,
+            path: None,
+            source: None,
+            transcript: Some("t".into()),
+        };
         store.create_chunk(chunk).await.unwrap();
         ids.push((timestamp, id));
     }
@@ -522,7 +538,15 @@ async fn segments(b: &Backend<'_>) {
     );
 
     // Old pipeline: a segment linked to the conversation only through a chunk.
-    let chunk = NewChunk { id: uuid(), conversation_id: old.id.clone(), timestamp: Utc::now(), path: None, source: None, transcript: None };
+    let chunk = NewChunk {
+        created_at: None,
+        id: uuid(),
+        conversation_id: old.id.clone(),
+        timestamp: Utc::now(),
+        path: None,
+        source: None,
+        transcript: None,
+    };
     store.create_chunk(chunk.clone()).await.unwrap();
     let linked = b.seed.insert("conversation_segment", serde_json::json!({ "transcript": "old" })).await.as_i64().unwrap();
     let junction = serde_json::json!({ "conversation_segment_id": linked, "conversation_chunk_id": chunk.id });

@@ -154,6 +154,7 @@ async fn split(
         let new = NewChunk {
             id: id.clone(),
             conversation_id: chunk.conversation_id.clone(),
+            created_at: chunk.created_at.map(|at| at + offset),
             timestamp: chunk.timestamp + offset,
             path: Some(services.blob.url_for_key(&key)),
             source: chunk.source.clone(),

@@ -43,16 +43,17 @@ impl TaskRunner for AudioWorker {
 
 /// `task_merge_conversation_chunks`: the merge routine; nothing to merge is a skip (D52).
 async fn merge(services: &Services, conversation_id: &str) -> Result<Done, TaskError> {
-    use common::flows::merge::{MergeError, merge_conversation};
+    use common::flows::merge::{MergeError, merge_unless_current};
     use common::flows::pipeline::{StatusIds, StatusStep};
-    if services.store.get_conversation(conversation_id).await?.is_none() {
+    let Some(conversation) = services.store.get_conversation(conversation_id).await? else {
         return Ok(Done::Skipped("conversation is gone".into()));
-    }
+    };
     let ids = StatusIds { conversation_id: Some(conversation_id.into()), ..Default::default() };
     let step = StatusStep::start(services, "task_merge_conversation_chunks", format!("for conversation {conversation_id}"), ids).await;
-    let result = merge_conversation(services, conversation_id).await;
+    let result = merge_unless_current(services, conversation_id, conversation.merged_audio_path.as_deref()).await;
     let outcome = match result {
-        Ok(merged) => {
+        Ok(None) => Ok(Done::Skipped("already merged".into())),
+        Ok(Some(merged)) => {
             tracing::info!(conversation_id, url = %merged.url, duration = merged.duration, "conversation merged");
             Ok(Done::Completed)
         }

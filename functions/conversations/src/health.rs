@@ -140,6 +140,8 @@ async fn health(state: &AppState, conversation_ids: &[String], project_ids: &[St
             *n <= 2
         }));
     }
+    // Only now, after the newest two were picked, rows with a null metric go (§8.2).
+    rows.retain(|r| r.noise_ratio.is_some() && r.cross_talk_instances.is_some() && r.silence_ratio.is_some());
     Ok(summarize_health(&rows))
 }
 
@@ -175,9 +177,9 @@ fn summarize_health(rows: &[ChunkMetrics]) -> Value {
         let mut conversation_values = serde_json::Map::new();
         let mut means = Vec::new();
         for (cid, chunks) in conversations {
-            let noise = mean(chunks.iter().map(|c| c.noise_ratio));
-            let cross = mean(chunks.iter().map(|c| c.cross_talk_instances));
-            let silence = mean(chunks.iter().map(|c| c.silence_ratio));
+            let noise = mean(chunks.iter().map(|c| c.noise_ratio.unwrap_or_default()));
+            let cross = mean(chunks.iter().map(|c| c.cross_talk_instances.unwrap_or_default()));
+            let silence = mean(chunks.iter().map(|c| c.silence_ratio.unwrap_or_default()));
             means.push((noise, cross, silence));
             conversation_values.insert(
                 cid.to_string(),
@@ -218,9 +220,9 @@ mod tests {
             conversation_id: c.into(),
             project_id: p.into(),
             timestamp: Utc::now(),
-            noise_ratio: noise,
-            cross_talk_instances: cross,
-            silence_ratio: silence,
+            noise_ratio: Some(noise),
+            cross_talk_instances: Some(cross),
+            silence_ratio: Some(silence),
         }
     }
 

@@ -98,7 +98,7 @@ async fn reply(state: &AppState, cid: &str, language: &str, tx: &mpsc::Sender<By
         language,
         context! {
             PROJECT_DESCRIPTION => project_description(&project),
-            GLOBAL_PROMPT => global_prompt(&project)?,
+            GLOBAL_PROMPT => global_prompt(&project, language)?,
             OTHER_TRANSCRIPTS => neighbours,
             MAIN_USER_TRANSCRIPT => block(&conversation, &project, &current),
             language => language,
@@ -201,12 +201,14 @@ fn project_description(project: &Project) -> String {
     parts.join("\n\n")
 }
 
-fn global_prompt(project: &Project) -> Result<String, common::providers::prompts::PromptError> {
+/// The organisers' instructions; the built-in modes in the request's language (processing.md §10).
+fn global_prompt(project: &Project, language: &str) -> Result<String, common::providers::prompts::PromptError> {
     let own = project.get_reply_prompt.clone().filter(|p| !p.trim().is_empty());
+    let builtin = |name: &str| common::providers::prompts::render(name, language, context! { language });
     match project.get_reply_mode.as_deref() {
-        Some("summarize") => common::providers::prompts::render("get_reply_summarize", "en", context! {}),
-        Some("brainstorm") => common::providers::prompts::render("get_reply_brainstorm", "en", context! {}),
-        Some("custom") => own.map_or_else(|| common::providers::prompts::render("get_reply_summarize", "en", context! {}), Ok),
+        Some("summarize") => builtin("get_reply_summarize"),
+        Some("brainstorm") => builtin("get_reply_brainstorm"),
+        Some("custom") => own.map_or_else(|| builtin("get_reply_summarize"), Ok),
         _ => Ok(own.unwrap_or_default()),
     }
 }

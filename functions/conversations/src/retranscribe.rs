@@ -77,6 +77,7 @@ async fn queue_chunk(state: &AppState, conversation_id: &str, audio_url: String,
     state
         .store
         .create_chunk(NewChunk {
+            created_at: None,
             id: chunk_id.clone(),
             conversation_id: conversation_id.to_string(),
             timestamp: Utc::now(),

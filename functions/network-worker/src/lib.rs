@@ -25,8 +25,6 @@ pub use transcribe::runpod::REQUEST_LIMIT_ERROR;
 
 /// Collector pass C's batch (processing.md §3.3).
 const RAG_BACKLOG_LIMIT: u32 = 100;
-/// How far back collector pass B looks (`COLLECTOR_REDRIVE_HOURS`).
-const REDRIVE_HOURS: i64 = 24;
 const IDLE_MINUTES: i64 = 5;
 
 pub struct NetworkWorker {
@@ -158,7 +156,8 @@ impl NetworkWorker {
 async fn collect(services: &Services) -> Result<Done, TaskError> {
     let now = Utc::now();
     let idle = services.store.idle_unfinished_conversations(now - chrono::Duration::minutes(IDLE_MINUTES)).await?;
-    let unfinalized = services.store.unfinalized_conversations(now - chrono::Duration::hours(REDRIVE_HOURS)).await?;
+    let unfinalized =
+        services.store.unfinalized_conversations(now - chrono::Duration::hours(services.settings.collector_redrive_hours as i64)).await?;
     let mut queued = 0;
     for conversation_id in idle.into_iter().chain(unfinalized) {
         services.tasks.publish(Task::FinishConversationHook { conversation_id }, Duration::ZERO).await?;

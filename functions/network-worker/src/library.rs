@@ -22,7 +22,7 @@ pub async fn create_library(services: &Services, project_id: &str, language: &st
         // The row cannot name a project that does not exist (a foreign key).
         let exit = format!("Project not found: {project_id}");
         let event = "task_create_project_library.completed".to_string();
-        pipeline::record_status(services, event, pipeline::with_reason(&message, &exit), StatusIds::default()).await;
+        pipeline::record_status(services, event, exit.clone(), StatusIds::default()).await;
         return Ok(Done::Skipped(exit));
     }
     let ids = StatusIds { project_id: Some(project_id.into()), ..Default::default() };
@@ -36,8 +36,9 @@ async fn build_library(services: &Services, project_id: &str, language: &str, ru
     // Render first: a broken template must not leave a run without views behind.
     let mut views = Vec::with_capacity(DEFAULT_VIEWS.len());
     for name in DEFAULT_VIEWS {
-        let view = common::providers::prompts::render_json(name, language, json!({}), &["user_query", "user_query_context"])
-            .map_err(TaskError::terminal)?;
+        let view =
+            common::providers::prompts::render_json(name, language, json!({ "language": language }), &["user_query", "user_query_context"])
+                .map_err(TaskError::terminal)?;
         let text = |key: &str| view[key].as_str().unwrap_or_default().to_string();
         views.push(Task::CreateView {
             project_analysis_run_id: run_id.to_string(),
@@ -75,10 +76,7 @@ pub async fn create_view(
     let ids = StatusIds { project_id: Some(project_id.clone()), project_analysis_run_id: Some(run_id.into()), ..Default::default() };
     let step = StatusStep::start(services, "task_create_view", format!("for run {run_id} of project {project_id}"), ids).await;
     let outcome = start_topic_modeler(services, run_id, &project_id, user_query, user_query_context, language).await;
-    match &outcome {
-        Ok(Done::Skipped(reason)) => step.finish_early(reason).await,
-        other => step.finish_with(other).await,
-    }
+    step.finish_with(&outcome).await;
     outcome
 }
 

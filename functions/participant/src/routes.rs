@@ -250,6 +250,7 @@ pub async fn upload_text(
 ) -> ApiResult<Json<PublicChunk>> {
     let conversation = open_conversation(&state, &conversation_id).await?;
     let chunk = NewChunk {
+        created_at: None,
         id: Uuid::new_v4().to_string(),
         conversation_id: conversation.id.clone(),
         timestamp: body.timestamp,
@@ -273,6 +274,7 @@ async fn create_audio_chunk(state: &AppState, conversation: &Conversation, uploa
     let key = chunk_key(state, &conversation.id, &chunk_id, &upload.file_name);
     state.blob.put(&key, upload.data.into(), upload.content_type.as_deref()).await?;
     let chunk = NewChunk {
+        created_at: None,
         id: chunk_id,
         conversation_id: conversation.id.clone(),
         timestamp: upload.timestamp,
@@ -390,6 +392,7 @@ pub async fn confirm_upload(
 
     let conversation = open_conversation(&state, &conversation_id).await?;
     let chunk = NewChunk {
+        created_at: None,
         id: chunk_id.clone(),
         conversation_id: conversation.id.clone(),
         timestamp: body.timestamp,

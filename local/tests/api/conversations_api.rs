@@ -82,6 +82,7 @@ async fn counts_transcript_and_token_count() {
     app.local
         .store
         .create_chunk(NewChunk {
+            created_at: None,
             id: errored.clone(),
             conversation_id: cid.clone(),
             timestamp: chrono::Utc.with_ymd_and_hms(2025, 10, 16, 12, 1, 0).unwrap(),
@@ -248,6 +249,12 @@ async fn summarize_stores_what_the_llm_returned() {
     assert_eq!(sent["model"], "gpt-test");
     assert!(sent["messages"][0]["content"].as_str().unwrap().contains("We need more parking near the station."));
 
+    // The project's language picks the template: Spanish instructions for a Spanish project.
+    app.db().execute("UPDATE project SET language = 'es' WHERE id = (SELECT project_id FROM conversation WHERE id = ?1)", [&cid]).unwrap();
+    app.call(Method::POST, &path, Some(&owner), None).await;
+    let prompt = llm.requests.lock().unwrap()[1]["messages"][0]["content"].as_str().unwrap().to_string();
+    assert!(prompt.starts_with("A continuación está la transcripción") && prompt.contains("código \"es\""), "{prompt}");
+
     // A provider that fails or is unreachable: 503, and the stored summary stays.
     llm.set(LlmBehaviour::Status(503, "overloaded".into()));
     let (status, body) = app.call(Method::POST, &path, Some(&owner), None).await;
@@ -341,6 +348,35 @@ async fn get_reply_streams_the_response_and_stores_it() {
 
     // Missing language: 422 before any stream.
     assert_eq!(app.client.post(&url).json(&json!({})).send().await.unwrap().status(), 422);
+}
+
+#[tokio::test]
+async fn get_reply_in_dutch_renders_the_dutch_templates() {
+    let llm = FakeLlm::start(LlmBehaviour::Reply("<response>Parkeren kwam twee keer terug.</response>".into())).await;
+    let app = TestApp::start_dashboard(Some(&llm)).await;
+    let (project, cid) = app.owned_conversation(OWNER).await;
+    app.text_chunk(&cid, 0, "Parkeren is een probleem.").await;
+    app.db().execute("UPDATE project SET get_reply_mode = 'summarize' WHERE id = ?1", [&project]).unwrap();
+    let url = app.url(&format!("/api/conversations/{cid}/get-reply"));
+    let prompt_of = |i: usize| llm.requests.lock().unwrap()[i]["messages"][0]["content"].as_str().unwrap().to_string();
+
+    let got = frames(app.client.post(&url).json(&json!({"language": "nl"})).send().await.unwrap()).await;
+    assert_eq!(got.iter().map(|(_, t)| t.as_str()).collect::<String>(), "Parkeren kwam twee keer terug.");
+    let prompt = prompt_of(0);
+    assert!(prompt.contains("Je bent de reflectie-assistent"), "the Dutch system template: {prompt}");
+    assert!(prompt.contains("Antwoord in de taal met code \"nl\""), "{prompt}");
+    assert!(prompt.contains("Vat de belangrijkste punten"), "the Dutch summarize mode: {prompt}");
+    assert!(!prompt.contains("Summarise the main points"), "{prompt}");
+
+    app.db().execute("UPDATE project SET get_reply_mode = 'brainstorm' WHERE id = ?1", [&project]).unwrap();
+    frames(app.client.post(&url).json(&json!({"language": "de"})).send().await.unwrap()).await;
+    let prompt = prompt_of(1);
+    assert!(prompt.contains("Hilf den Teilnehmenden, weiterzudenken") && prompt.contains("Code \"de\""), "{prompt}");
+
+    // A language without its own templates gets the English ones, told the language.
+    frames(app.client.post(&url).json(&json!({"language": "it"})).send().await.unwrap()).await;
+    let prompt = prompt_of(2);
+    assert!(prompt.contains("Help the participants think further") && prompt.contains("code \"it\""), "{prompt}");
 }
 
 #[tokio::test]
@@ -494,4 +530,31 @@ async fn health_stream_validates_and_sends_events() {
     }
     assert!(text.starts_with("event: ping\ndata: 0\n\n"), "{text}");
     assert!(text.contains("event: health_update\ndata: {\"conversation_issue\":\"HIGH_NOISE\"}\n\n"), "{text}");
+}
+
+#[tokio::test]
+async fn health_takes_the_newest_two_chunks_before_dropping_null_metrics() {
+    let app = TestApp::start_with(|o| o.settings.runpod_diarization = true).await;
+    let (_, cid) = app.owned_conversation(OWNER).await;
+    let db = app.db();
+    // Newest first: one without metrics yet, one noisy, one quiet (older than the newest two).
+    let now = chrono::Utc::now();
+    for (seconds_ago, noise) in [(10, None), (20, Some(0.9)), (30, Some(0.0))] {
+        let chunk = app.text_chunk(&cid, 0, "x").await;
+        let at = common::datetime::format(&(now - chrono::Duration::seconds(seconds_ago)));
+        db.execute(
+            "UPDATE conversation_chunk SET timestamp = ?2, noise_ratio = ?3, silence_ratio = ?4, cross_talk_instances = ?4 WHERE id = ?1",
+            rusqlite::params![chunk, at, noise, noise.map(|_| 0.0)],
+        )
+        .unwrap();
+    }
+    let mut res = app.client.get(app.url(&format!("/api/conversations/health/stream?conversation_ids={cid}"))).send().await.unwrap();
+    let mut text = String::new();
+    while !text.contains("health_update") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), res.chunk()).await.expect("events arrive at once").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Of the newest two only the noisy one has metrics: 0.9 > 0.5. (Dropping nulls first would
+    // average in the quiet third chunk: 0.45, no issue.)
+    assert!(text.contains("data: {\"conversation_issue\":\"HIGH_NOISE\"}"), "{text}");
 }

@@ -117,6 +117,7 @@ async fn the_runpod_webhook_event_completes_its_chunk() {
     let app = TestApp::start_with(|o| o.settings.api.runpod_webhook_secret = Some("events-webhook-secret".into())).await;
     create_event_conversation(&app).await;
     let chunk = common::store::NewChunk {
+        created_at: None,
         id: CHUNK.into(),
         conversation_id: CONVERSATION.into(),
         timestamp: chrono::Utc::now(),
@@ -184,6 +185,7 @@ async fn dashboard_app(llm: &FakeLlm) -> TestApp {
     app.local
         .store
         .create_chunk(common::store::NewChunk {
+            created_at: None,
             id: CHUNK.into(),
             conversation_id: CONVERSATION.into(),
             timestamp: chrono::Utc::now(),

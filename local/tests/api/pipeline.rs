@@ -84,13 +84,16 @@ async fn without_a_provider_chunks_stay_pending_and_say_so() {
     assert_eq!(conversation.is_finished, Some(true));
     assert_ne!(conversation.is_all_chunks_transcribed, Some(true));
     let db = app.db();
-    let message: String = db
-        .query_row(
-            "SELECT message FROM processing_status WHERE event = 'task_transcribe_chunk.skipped' AND conversation_chunk_id = ?1",
-            [&chunk.id],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(message.contains("no transcription provider is configured"), "{message}");
+    // A skip inside the step is its `.completed` row carrying the exit message (§1.5).
+    let rows: Vec<(String, Option<String>)> = {
+        let sql = "SELECT event, message FROM processing_status \
+                   WHERE conversation_chunk_id = ?1 AND event LIKE 'task_transcribe_chunk%' ORDER BY id";
+        let mut stmt = db.prepare(sql).unwrap();
+        stmt.query_map([&chunk.id], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let events: Vec<&str> = rows.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(events, ["task_transcribe_chunk.started", "task_transcribe_chunk.completed"], "{rows:?}");
+    let message = rows[1].1.clone().unwrap();
+    assert!(message.starts_with("no transcription provider is configured"), "the exit message itself: {message}");
     assert!(app.local.queue.dead_letters().is_empty());
 }

@@ -189,6 +189,13 @@ async fn create_report_stores_the_article() {
         (503, json!({"detail": "LLM provider is unavailable, please try again later"}))
     );
     assert_eq!(report_rows(&app), 1, "nothing stored when the LLM fails");
+
+    // A French report is asked for with the French template (processing.md §10).
+    llm.set(LlmBehaviour::Reply("<article># Stationnement</article>".into()));
+    let (status, report) = app.call(Method::POST, &path, Some(&owner), Some(json!({"language": "fr"}))).await;
+    assert_eq!((status, report["language"].as_str()), (200, Some("fr")), "{report}");
+    let prompt = llm.requests.lock().unwrap().last().unwrap()["messages"][0]["content"].as_str().unwrap().to_string();
+    assert!(prompt.starts_with("Tu rédiges un rapport") && prompt.contains("« fr »"), "{prompt}");
 }
 
 #[tokio::test]

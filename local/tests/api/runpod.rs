@@ -453,3 +453,23 @@ async fn a_recording_is_transcribed_by_runpod_through_the_webhook_end_to_end() {
     assert!(hook.starts_with(&format!("{}/stateless/webhook/transcribe?token=", app.url("/api"))), "{hook}");
     assert!(app.local.queue.dead_letters().is_empty(), "{:?}", app.local.queue.dead_letters());
 }
+
+#[tokio::test]
+async fn a_multi_project_is_transcribed_without_a_forced_language() {
+    let runpod = FakeRunpod::start().await;
+    let app = runpod_app(&runpod, |_| {}).await;
+    let cid = app.initiate().await;
+    let project = app.local.store.get_conversation(&cid).await.unwrap().unwrap().project_id;
+    let network = app.local.network_worker.clone();
+    for (i, language) in ["multi", "nl"].into_iter().enumerate() {
+        app.db().execute("UPDATE project SET language = ?2 WHERE id = ?1", [&project, language]).unwrap();
+        let id = audio_chunk(&app, &cid, "PORTAL_AUDIO").await;
+        assert_eq!(network.run(&transcribe(&id, &cid), &delivery()).await, Ok(Done::Completed));
+        let input = runpod.runs()[i].0["input"].clone();
+        match language {
+            // Whisper detects the language itself when it is given none (processing.md §10).
+            "multi" => assert!(input.get("language").is_none(), "no forced language: {input}"),
+            other => assert_eq!(input["language"], other),
+        }
+    }
+}

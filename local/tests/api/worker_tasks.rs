@@ -57,10 +57,16 @@ async fn a_long_recording_splits_into_the_same_pieces_every_time() {
     let cid = app.initiate().await;
     // 420 s at 320 kbps is about 16 MiB of mp3: two pieces.
     let chunk = tone_chunk(&app, &cid, 420.0, &["-c:a", "libmp3lame", "-b:a", "320k"], "long.mp3").await;
+    // An original created well before now, so that a piece stamped "now" cannot pass.
+    let created = chrono::DateTime::parse_from_rfc3339("2025-10-16T12:00:00.000Z").unwrap().with_timezone(&chrono::Utc);
+    app.db().execute("UPDATE conversation_chunk SET created_at = '2025-10-16T12:00:00.000Z' WHERE id = ?1", [&chunk]).unwrap();
     let task = Task::ProcessConversationChunk { chunk_id: chunk.clone(), use_pii_redaction: false };
     assert_eq!(app.local.audio_worker.run(&task, &delivery()).await, Ok(Done::Completed));
     let pieces = app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap();
     assert_eq!(pieces.len(), 2, "{pieces:?}");
+    // created_at = the original's + the piece's offset (processing.md §4.2 step 6).
+    let offsets: Vec<i64> = pieces.iter().map(|p| (p.created_at.unwrap() - created).num_seconds()).collect();
+    assert_eq!(offsets, [0, 210], "{pieces:?}");
     assert!(pieces.iter().all(|p| p.id != chunk), "the original row is deleted after the split");
     assert!(pieces[0].path.as_deref().unwrap().contains(&format!("chunks/{cid}/{}_0-of-2.mp3", pieces[0].id)));
     assert_eq!((pieces[1].timestamp - pieces[0].timestamp).num_seconds(), 210);
@@ -113,7 +119,22 @@ async fn transcription_finish_summary_and_merge_run_once_however_often_delivered
     let merge = Task::MergeConversationChunks { conversation_id: cid.clone() };
     assert_eq!(app.local.audio_worker.run(&merge, &delivery()).await, Ok(Done::Completed));
     let once = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
-    assert_eq!(app.local.audio_worker.run(&merge, &delivery()).await, Ok(Done::Completed));
+    // A conversation whose merge already matches its chunk set stops there (processing.md §4.3
+    // step 4): nothing is downloaded, probed or written again.
+    app.db().execute("UPDATE conversation SET duration = 12345.0 WHERE id = ?1", [&cid]).unwrap();
+    assert_eq!(app.local.audio_worker.run(&merge, &delivery()).await, Ok(Done::Skipped("already merged".into())));
+    assert_eq!(app.local.store.get_conversation(&cid).await.unwrap().unwrap().duration, Some(12345.0), "not merged again");
+    let ended: Vec<(String, Option<String>)> = {
+        let db = app.db();
+        let mut stmt = db
+            .prepare("SELECT event, message FROM processing_status WHERE conversation_id = ?1 AND event LIKE 'task_merge%' ORDER BY id")
+            .unwrap();
+        stmt.query_map([&cid], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let (event, message) = ended.last().unwrap().clone();
+    assert_eq!((event.as_str(), message.as_deref()), ("task_merge_conversation_chunks.completed", Some("already merged")), "{ended:?}");
+    assert_eq!(ended.len(), 4, "started and completed, twice; no extra row: {ended:?}");
+    app.db().execute("UPDATE conversation SET duration = ?2 WHERE id = ?1", rusqlite::params![cid, once.duration]).unwrap();
     let twice = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
     assert_eq!(
         (once.merged_audio_path.clone(), once.duration, once.summary.clone()),
@@ -470,7 +491,9 @@ async fn a_library_starts_each_view_once_with_every_segment_of_the_project() {
     let args = &views[0]["args"];
     assert_eq!((args["project_analysis_run_id"].as_str(), args["language"].as_str()), (Some(run.as_str()), Some("nl")));
     let (query, context) = (args["user_query"].as_str().unwrap().to_string(), args["user_query_context"].as_str().unwrap().to_string());
-    assert!(!query.is_empty() && !context.is_empty(), "{args}");
+    // A Dutch library asks the topic modeler in Dutch (processing.md §10).
+    assert_eq!(query, "Welke thema's komen steeds terug in deze gesprekken?", "{args}");
+    assert!(context.starts_with("Groepeer wat deelnemers zeiden") && context.contains("code \"nl\""), "{args}");
 
     // The view: the topic modeler gets every segment of the project and nothing else.
     let view = TaskMessage::parse(&views[0].to_string()).unwrap().task;
@@ -529,7 +552,7 @@ async fn library_tasks_skip_what_is_gone_and_refuse_without_a_topic_modeler() {
     let message: String = db
         .query_row("SELECT message FROM processing_status WHERE event = 'task_create_project_library.completed'", [], |r| r.get(0))
         .unwrap();
-    assert!(message.ends_with(&format!("Project not found: {missing}")), "{message}");
+    assert_eq!(message, format!("Project not found: {missing}"), "the exit message (§1.5)");
 
     let view = |run: &str, query: &str| Task::CreateView {
         project_analysis_run_id: run.into(),
@@ -684,4 +707,49 @@ async fn dembrane_25_09_stores_silence_as_nothing_to_transcribe_and_refusals_are
     google.respond_with(400);
     let outcome = app.local.network_worker.run(&transcribe(&refused), &delivery()).await;
     assert!(matches!(&outcome, Err(TaskError::Terminal(r)) if r.contains("400")), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn collector_pass_b_looks_back_collector_redrive_hours() {
+    // A conversation finished 30 hours ago that was never finalized.
+    for (hours, redriven) in [(24, false), (48, true)] {
+        let app = TestApp::start_with(|o| o.settings.collector_redrive_hours = hours).await;
+        let cid = app.initiate().await;
+        let created = (chrono::Utc::now() - chrono::Duration::hours(30)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        app.db().execute("UPDATE conversation SET is_finished = 1, created_at = ?2 WHERE id = ?1", [&cid, &created]).unwrap();
+        let collect = Task::CollectAndFinishUnfinishedConversations {};
+        assert_eq!(app.local.network_worker.run(&collect, &delivery()).await, Ok(Done::Completed));
+        let hooks: Vec<String> = app
+            .published()
+            .iter()
+            .filter(|m| m["task"] == "task_finish_conversation_hook")
+            .map(|m| m["args"]["conversation_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(hooks.contains(&cid), redriven, "COLLECTOR_REDRIVE_HOURS={hours}: {hooks:?}");
+    }
+}
+
+#[tokio::test]
+async fn whisper_is_told_the_projects_language_and_none_for_multi() {
+    let whisper = FakeWhisper::start("hallo").await;
+    let app = TestApp::start_with(|o| whisper.configure(&mut o.settings)).await;
+    let cid = app.initiate().await;
+    let project = app.local.store.get_conversation(&cid).await.unwrap().unwrap().project_id;
+    for language in ["multi", "nl"] {
+        app.db().execute("UPDATE project SET language = ?2 WHERE id = ?1", [&project, language]).unwrap();
+        let chunk = tone_chunk(&app, &cid, 1.0, &["-c:a", "libmp3lame"], "a.mp3").await;
+        let task = Task::TranscribeChunk {
+            conversation_chunk_id: chunk,
+            conversation_id: cid.clone(),
+            use_pii_redaction: false,
+            provider_job_id: None,
+            continuation: 0,
+        };
+        assert_eq!(app.local.network_worker.run(&task, &delivery()).await, Ok(Done::Completed));
+    }
+    let sent = whisper.requests.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    assert!(!sent[0].contains_key("language"), "multi: Whisper detects the language: {:?}", sent[0]);
+    assert_eq!(sent[1]["language"], "nl");
+    assert!(sent[1]["prompt"].starts_with("Een opgenomen gesprek"), "the Dutch Whisper prompt: {:?}", sent[1]);
 }

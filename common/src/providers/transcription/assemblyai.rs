@@ -98,10 +98,10 @@ impl AssemblyAi {
 }
 
 /// The submission body: universal model, language detection among the expected languages with
-/// `language` as the fallback (`"en"` for `"auto"` or empty), and the hotwords as key terms
+/// `language` as the fallback (`"en"` for `"auto"`, `"multi"` or empty), and the hotwords as key terms
 /// when there are any.
 fn assemblyai_request(audio_url: &str, language: &str, hotwords: &[String]) -> Value {
-    let fallback = if language.is_empty() || language == "auto" { "en" } else { language };
+    let fallback = if matches!(language, "" | "auto" | "multi") { "en" } else { language };
     let mut body = json!({
         "audio_url": audio_url,
         "speech_model": "universal",

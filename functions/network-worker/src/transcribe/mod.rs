@@ -11,7 +11,7 @@ use common::Services;
 use common::audio::TempDir;
 use common::blob::BlobError;
 use common::config::{ConfigError, TranscriptionSettings};
-use common::flows::pipeline::{StatusIds, StatusStep, completion_trigger, record_chunk_failure, record_status};
+use common::flows::pipeline::{StatusIds, StatusStep, completion_trigger, record_chunk_failure};
 use common::providers::transcription::{RunPod, TranscribeError, Transcriber};
 use common::queue::Task;
 use common::queue::worker::{Delivery, Done, TaskError};
@@ -85,7 +85,9 @@ pub async fn run(services: &Services, provider: &Provider, chunk_id: &str, job: 
         Provider::Ready(transcriber) => transcriber,
         Provider::NotConfigured => {
             let message = format!("no transcription provider is configured; chunk {chunk_id} stays pending (set TRANSCRIPTION_PROVIDER)");
-            record_status(services, "task_transcribe_chunk.skipped".into(), message.clone(), ids).await;
+            // A skip inside the step: one `.completed` row saying why (§1.5).
+            let step = StatusStep::start(services, "task_transcribe_chunk", format!("for chunk {chunk_id}"), ids).await;
+            step.finish_early(&message).await;
             return Ok(Done::Skipped(message));
         }
         Provider::Broken(reason) => return Err(TaskError::terminal(reason)),
@@ -104,6 +106,12 @@ pub async fn run(services: &Services, provider: &Provider, chunk_id: &str, job: 
     };
     step.finish_with(&outcome).await;
     outcome
+}
+
+/// The language a Whisper-style provider is told; `multi` means "detect it", which those
+/// providers do when no language is given (processing.md §10).
+pub(crate) fn forced_language(language: String) -> Option<String> {
+    (language != "multi" && !language.is_empty()).then_some(language)
 }
 
 /// Language and hotwords from the conversation's project.

@@ -96,7 +96,7 @@ async fn submit(services: &Services, client: &RunPod, chunk: &Chunk) -> Result<D
     if webhook.is_none() {
         tracing::warn!("RUNPOD_WEBHOOK_SECRET is not set: RunPod jobs complete through the poller only");
     }
-    let input = RunPodInput { audio, hotwords, conversation_chunk_id: chunk.id.clone(), language: Some(language) };
+    let input = RunPodInput { audio, hotwords, conversation_chunk_id: chunk.id.clone(), language: super::forced_language(language) };
     let job = client.submit(base, &input, webhook.as_deref()).await.map_err(provider_error)?;
     let patch = ChunkPatch {
         runpod_job_status_link: Some(Some(job.status_link.clone())),

@@ -24,8 +24,7 @@ pub async fn transcribe(services: &Services, transcriber: &OpenAiTranscriber, ch
     }
     let dir = TempDir::new().await.map_err(TaskError::transient)?;
     let file = download_audio(services, chunk, &dir).await?;
-    // "multi" asks for detection, which Whisper does when no language is given.
-    let language = (language != "multi").then_some(language);
+    let language = super::forced_language(language);
     let text = transcriber.transcribe(&file, language.as_deref(), Some(&prompt)).await.map_err(provider_error)?;
     dir.remove().await;
     write_transcript(services, chunk, text, None).await

@@ -323,6 +323,7 @@ impl TestApp {
         self.local
             .store
             .create_chunk(common::store::NewChunk {
+                created_at: None,
                 id,
                 conversation_id: conversation.into(),
                 timestamp,
@@ -341,6 +342,7 @@ impl TestApp {
         self.local
             .store
             .create_chunk(common::store::NewChunk {
+                created_at: None,
                 id: id.clone(),
                 conversation_id: conversation.into(),
                 timestamp: chrono::Utc.with_ymd_and_hms(2025, 10, 16, 12, 0, second).unwrap(),
