@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 pub mod embedded_s3;
 pub mod local_sqs;
+pub mod serve;
 
 /// The demo project's ids: the same ones `events/` uses, so events replay against a fresh
 /// echo-local.
@@ -165,11 +166,7 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
             cors,
         })
         .await?;
-        tasks.push(tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::error!(%err, "embedded S3 endpoint stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(serve::serve(listener, app, serve::ReadTimeouts::STORAGE)));
         let url = format!("http://{addr}");
         settings.s3.endpoint = Some(url.clone());
         s3_url = Some(url);
@@ -216,11 +213,7 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     // EMF lines in Lambda, in Prometheus' text format.
     let metrics = || async { common::telemetry::metrics::prometheus() };
     let app = app.merge(local_sqs::router(queue.clone())).route("/_local/metrics", axum::routing::get(metrics));
-    tasks.push(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(%err, "API server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(serve::serve(listener, app, serve::ReadTimeouts::API)));
 
     let audio_worker = Arc::new(audio_worker::AudioWorker::new(state.services.clone()));
     let network_worker = Arc::new(network_worker::NetworkWorker::new(state.services.clone()));

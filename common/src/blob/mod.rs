@@ -118,6 +118,11 @@ impl Blob {
         format!("{}/{}/{}", self.endpoint, self.bucket, key)
     }
 
+    /// The key of an upload's object in this bucket ([`upload_key`]).
+    pub fn upload_key(&self, conversation_id: &str, chunk_id: &str, filename: &str) -> String {
+        upload_key(conversation_id, chunk_id, filename, self.url_for_key("").len())
+    }
+
     /// The object key a stored URL (or bare key) names, or None when it is not a valid key.
     pub fn key_from_url(&self, url: &str) -> Option<String> {
         key_from_url(url, &self.endpoint, &self.bucket)
@@ -253,9 +258,27 @@ pub fn key_from_url(url: &str, endpoint: &str, bucket: &str) -> Option<String> {
     (!invalid).then_some(key)
 }
 
-/// Reduces a client filename to `[A-Za-z0-9._-]`, collapses `..`, keeps the extension and cuts
-/// the stem so the name is at most `max_len` characters (D29).
+/// The longest sanitized file name an upload key carries. With the 94-character
+/// `conversation/{uuid}/chunks/{uuid}-` prefix and the `.converted.mp3` a conversion may put in
+/// place of the extension, a key stays under [`MAX_KEY_LEN`] whatever the client sent.
+pub const MAX_UPLOAD_NAME_LEN: usize = 48;
+/// No key this system makes is longer: real S3 takes 1024 bytes, but the embedded S3 keeps each
+/// key base64-encoded inside one file name of at most 255 bytes (about 164 bytes of key).
+pub const MAX_KEY_LEN: usize = 160;
+
+/// `conversation/{cid}/chunks/{chunk_id}-{name}` for an uploaded file: the name sanitized, at most
+/// [`MAX_UPLOAD_NAME_LEN`] characters, shorter when the stored URL (`url_prefix_len` characters
+/// before the key) would pass 255 (D29).
+pub fn upload_key(conversation_id: &str, chunk_id: &str, filename: &str, url_prefix_len: usize) -> String {
+    let prefix = format!("conversation/{conversation_id}/chunks/{chunk_id}-");
+    let room = MAX_PATH_LEN.saturating_sub(url_prefix_len + prefix.len()).clamp(8, MAX_UPLOAD_NAME_LEN);
+    format!("{prefix}{}", sanitize_filename(filename, room))
+}
+
+/// Reduces a client filename to `[A-Za-z0-9._-]`, collapses `..`, keeps a short extension and
+/// cuts the stem so the name is at most `max_len` (at least 1) characters (D29).
 pub fn sanitize_filename(name: &str, max_len: usize) -> String {
+    let max_len = max_len.max(1);
     let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let mut cleaned: String =
         base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
@@ -268,11 +291,12 @@ pub fn sanitize_filename(name: &str, max_len: usize) -> String {
         return cleaned;
     }
     let (stem, ext) = match cleaned.rfind('.') {
-        Some(i) if cleaned.len() - i <= 16 => (&cleaned[..i], &cleaned[i..]),
+        Some(i) if cleaned.len() - i <= 16 && cleaned.len() - i < max_len => (&cleaned[..i], &cleaned[i..]),
         _ => (cleaned.as_str(), ""),
     };
-    let keep = max_len.saturating_sub(ext.len()).max(1);
-    format!("{}{}", &stem[..keep.min(stem.len())], ext)
+    // ASCII only, so any byte index is a character boundary; a cut never leaves `..` behind.
+    let stem = stem[..(max_len - ext.len()).min(stem.len())].trim_end_matches('.');
+    format!("{stem}{ext}")
 }
 
 #[cfg(test)]
@@ -311,5 +335,10 @@ mod tests {
         let cut = sanitize_filename(&long, 40);
         assert_eq!(cut.len(), 40);
         assert!(cut.ends_with(".webm"));
+        assert_eq!(sanitize_filename("abcdef.ghijklmnop", 4), "abcd");
+        assert_eq!(sanitize_filename("a.bcdefgh.webm", 8), "a.b.webm");
+        assert_eq!(sanitize_filename("ab.cdefgh.webm", 8), "ab.webm", "no `..` from the cut");
+        let key = upload_key("c", "k", &long, 30);
+        assert_eq!(key, format!("conversation/c/chunks/k-{}.webm", "x".repeat(MAX_UPLOAD_NAME_LEN - 5)));
     }
 }

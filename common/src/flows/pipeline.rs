@@ -68,6 +68,8 @@ pub async fn record_chunk_failure(services: &Services, chunk_id: &str, message: 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
     Gone,
+    /// Finalised before and nothing new since: merge and summary were queued then, not again.
+    AlreadyFinal,
     /// Chunks are still being processed; a later completion re-runs the hook.
     Pending(u64),
     Finalized,
@@ -78,6 +80,10 @@ pub enum Finish {
 pub async fn finish_conversation(services: &Services, conversation_id: &str, rag_enabled: bool) -> Result<Finish, PipelineError> {
     let store = &services.store;
     let Some(conversation) = store.get_conversation(conversation_id).await? else { return Ok(Finish::Gone) };
+    // The flag is set last, after the follow-ups are queued, and a new chunk clears it (D50).
+    if conversation.is_finished == Some(true) && conversation.is_all_chunks_transcribed == Some(true) {
+        return Ok(Finish::AlreadyFinal);
+    }
     if conversation.is_finished != Some(true) {
         store.update_conversation(conversation_id, ConversationPatch { is_finished: Some(true), ..Default::default() }).await?;
     }

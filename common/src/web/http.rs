@@ -48,6 +48,8 @@ pub struct CorsPolicy {
     origins: Vec<String>,
     any_origin: bool,
     methods: &'static str,
+    /// The session cookie: a state-changing request carrying it from another origin is refused.
+    session_cookie: Option<String>,
 }
 
 impl CorsPolicy {
@@ -56,7 +58,25 @@ impl CorsPolicy {
 
     pub fn new(origins: Vec<String>, any_origin: bool, methods: &'static str) -> Self {
         let origins = origins.into_iter().map(|o| o.trim_end_matches('/').to_string()).collect();
-        CorsPolicy { origins, any_origin, methods }
+        CorsPolicy { origins, any_origin, methods, session_cookie: None }
+    }
+
+    /// Refuses cookie-authenticated `POST`/`PUT`/`PATCH`/`DELETE` whose `Origin` is not allowed:
+    /// a foreign page can make a browser send those without a preflight (cross-site form posts).
+    pub fn with_session_cookie(mut self, name: impl Into<String>) -> Self {
+        self.session_cookie = Some(name.into());
+        self
+    }
+
+    fn carries_session_cookie(&self, headers: &HeaderMap) -> bool {
+        let Some(name) = &self.session_cookie else { return false };
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(n, v)| n.trim() == name && !v.trim().is_empty())
     }
 
     pub fn allows(&self, origin: &str) -> bool {
@@ -64,13 +84,25 @@ impl CorsPolicy {
     }
 }
 
-/// Echoes an allowed `Origin` with credentials (never `*`), answers preflights itself.
+/// Echoes an allowed `Origin` with credentials (never `*`), answers preflights itself, refuses
+/// cookie-authenticated changes from other origins; every answer varies by `Origin`.
 pub async fn cors(State(policy): State<CorsPolicy>, req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut res = cors_inner(&policy, req, next).await;
+    res.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+    res
+}
+
+async fn cors_inner(policy: &CorsPolicy, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let Some(origin) = origin else {
         return next.run(req).await;
     };
     let allowed = policy.allows(&origin);
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes && !allowed && policy.carries_session_cookie(req.headers()) {
+        tracing::warn!(%origin, method = %req.method(), "cookie-authenticated request from a disallowed origin refused");
+        return detail_response(StatusCode::FORBIDDEN, json!("Disallowed CORS origin"));
+    }
     let is_preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if is_preflight {
         if !allowed {
@@ -107,16 +139,22 @@ fn put_allow_origin(h: &mut HeaderMap, origin: &str) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The longest caller-sent `X-Request-Id` that is logged and echoed; others get a new id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+fn caller_request_id(req: &Request) -> Option<String> {
+    let id = req.headers().get(X_REQUEST_ID)?.to_str().ok()?;
+    let plain = !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic());
+    plain.then(|| id.to_string())
 }
 
 /// Request id (API Gateway's, else the caller's `X-Request-Id`, else new), a span carrying it,
 /// `X-Process-Time`, and a JSON 500 for a panicking handler.
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = lambda_request_id(&req)
-        .or_else(|| req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string))
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = lambda_request_id(&req).or_else(|| caller_request_id(&req)).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     // lambda_http copies the invocation's X-Ray header into the request; tasks published carry it.
     let trace = req.headers().get("x-amzn-trace-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let span = tracing::info_span!(
@@ -159,9 +197,14 @@ fn lambda_request_id(req: &Request) -> Option<String> {
 
 /// Adds what every function's router needs around its own routes.
 pub fn finish_router(routes: Router, cors_policy: CorsPolicy) -> Router {
-    routes
+    let routes = routes
         .fallback(|| async { detail_response(StatusCode::NOT_FOUND, json!("Not Found")) })
-        .method_not_allowed_fallback(|| async { detail_response(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed")) })
+        .method_not_allowed_fallback(|| async { detail_response(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed")) });
+    // The path is made UTF-8 before routing, so a path id that is not answers the route's own 404.
+    let routes = tower::ServiceExt::map_request(routes, crate::web::rejections::utf8_path);
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(crate::web::rejections::json_errors))
         .layer(middleware::from_fn_with_state(cors_policy, cors))
         .layer(middleware::from_fn(observe))
 }
@@ -169,7 +212,8 @@ pub fn finish_router(routes: Router, cors_policy: CorsPolicy) -> Router {
 /// An HTTP function's whole app: its routes, `/api/health`, and the shared layers with the
 /// API's CORS origins, and the request metrics.
 pub fn api_app(routes: Router, settings: &crate::config::Settings) -> Router {
-    let cors = CorsPolicy::new(settings.allowed_origins(), settings.api.disable_cors, CorsPolicy::API_METHODS);
+    let cors = CorsPolicy::new(settings.allowed_origins(), settings.api.disable_cors, CorsPolicy::API_METHODS)
+        .with_session_cookie(settings.auth.session_cookie_name.clone());
     finish_router(routes.merge(health_routes()), cors).layer(middleware::from_fn(count_request))
 }
 
@@ -274,10 +318,26 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes =
-            Bytes::from_request(req, state).await.map_err(|e| ApiError::invalid(vec![json!("body")], "body_read", e.to_string()))?;
+        let json = is_json(req.headers());
+        let bytes = Bytes::from_request(req, state).await.map_err(crate::web::rejections::body_error)?;
+        // As FastAPI: a body that is not declared JSON is not read as JSON (so a cross-site
+        // `text/plain` or form post, which needs no preflight, never reaches a handler).
+        if !json && !bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid(
+                vec![json!("body")],
+                "model_attributes_type",
+                "Input should be a valid dictionary or object to extract fields from",
+            ));
+        }
         parse_json_body(&bytes).map(JsonBody)
     }
+}
+
+/// `application/json` or `application/*+json`, parameters aside.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let mime = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    mime.strip_prefix("application/").is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
 }
 
 pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

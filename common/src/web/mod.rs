@@ -7,3 +7,4 @@ pub mod auth;
 pub mod error;
 pub mod http;
 pub mod openapi;
+pub mod rejections;

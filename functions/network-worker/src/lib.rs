@@ -63,6 +63,7 @@ impl TaskRunner for NetworkWorker {
             Task::FinishConversationHook { conversation_id } => {
                 match pipeline::finish_conversation(services, conversation_id, services.settings.rag.enable_audio_input).await? {
                     Finish::Gone => Ok(Done::Skipped("conversation is gone".into())),
+                    Finish::AlreadyFinal => Ok(Done::Skipped("finalised already; nothing new to merge".into())),
                     Finish::Pending(n) => Ok(Done::Skipped(format!("{n} chunks still pending"))),
                     Finish::Finalized => Ok(Done::Completed),
                 }

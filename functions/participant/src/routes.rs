@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::Utc;
 use common::ApiError;
-use common::blob::{MAX_PATH_LEN, sanitize_filename};
 use common::queue::Task;
 use common::store::{ChunkOrder, Conversation, NewChunk, NewConversation, NewNotificationParticipant, Project, StoreError, is_uuid};
 use common::web::http::JsonBody;
@@ -27,19 +26,21 @@ const NOT_OPEN: &str = "Conversation not open for participation";
 /// Objects of a deleted chunk are removed this long after, once its row is surely gone (D40).
 const DELETE_OBJECTS_DELAY: Duration = Duration::from_secs(60);
 
+/// An id in its one spelling (lower case, hyphenated), or None when it cannot be a key (D17):
+/// `ABC...`, `{abc...}` and `abc...` are the same conversation, to the store and the limiter.
+fn canonical(id: &str) -> Option<String> {
+    Uuid::parse_str(id).ok().map(|u| u.to_string())
+}
+
 /// A project by id; ids that cannot be keys are not looked up (D17).
 async fn find_project(state: &AppState, id: &str) -> ApiResult<Option<Project>> {
-    if !is_uuid(id) {
-        return Ok(None);
-    }
-    Ok(state.store.get_project(id).await?)
+    let Some(id) = canonical(id) else { return Ok(None) };
+    Ok(state.store.get_project(&id).await?)
 }
 
 async fn find_conversation(state: &AppState, id: &str) -> ApiResult<Conversation> {
-    if !is_uuid(id) {
-        return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
-    }
-    state.store.get_conversation(id).await?.ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))
+    let id = canonical(id).ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
+    state.store.get_conversation(&id).await?.ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))
 }
 
 fn require_open(project: &Project) -> ApiResult<()> {
@@ -179,10 +180,13 @@ pub async fn delete_chunk(
     Path((project_id, conversation_id, chunk_id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let conversation = find_conversation(&state, &conversation_id).await?;
-    if conversation.project_id != project_id {
+    if canonical(&project_id).as_deref() != Some(conversation.project_id.as_str()) {
         return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
     }
-    let chunk = if is_uuid(&chunk_id) { state.store.get_chunk(&chunk_id).await? } else { None };
+    let chunk = match canonical(&chunk_id) {
+        Some(id) => state.store.get_chunk(&id).await?,
+        None => None,
+    };
     let chunk = chunk.filter(|c| c.conversation_id == conversation.id).ok_or_else(|| ApiError::not_found("Chunk not found"))?;
 
     // Its objects go through a delayed task, queued before the row goes: if the queue is down,
@@ -261,17 +265,10 @@ pub async fn upload_text(
     Ok(Json(create_chunk(&state, &conversation, chunk).await?))
 }
 
-/// `conversation/{cid}/chunks/{chunk_id}-{name}`, the name cut so the stored URL fits 255 (D29).
-fn chunk_key(state: &AppState, conversation_id: &str, chunk_id: &str, filename: &str) -> String {
-    let prefix = format!("conversation/{conversation_id}/chunks/{chunk_id}-");
-    let room = MAX_PATH_LEN.saturating_sub(state.blob.url_for_key(&prefix).len()).max(8);
-    format!("{prefix}{}", sanitize_filename(filename, room))
-}
-
 /// Stores the uploaded audio under the conversation and creates its chunk.
 async fn create_audio_chunk(state: &AppState, conversation: &Conversation, upload: ChunkUpload) -> ApiResult<PublicChunk> {
     let chunk_id = Uuid::new_v4().to_string();
-    let key = chunk_key(state, &conversation.id, &chunk_id, &upload.file_name);
+    let key = state.blob.upload_key(&conversation.id, &chunk_id, &upload.file_name);
     state.blob.put(&key, upload.data.into(), upload.content_type.as_deref()).await?;
     let chunk = NewChunk {
         created_at: None,
@@ -325,12 +322,14 @@ pub async fn get_upload_url(
     Path(conversation_id): Path<String>,
     JsonBody(body): JsonBody<UploadUrlBody>,
 ) -> ApiResult<Json<UploadUrl>> {
-    if !state.upload_limiter.allow(&conversation_id, Instant::now()) {
+    // Checked before the limiter, which then keys the parsed id: junk ids cost it nothing.
+    let id = Uuid::parse_str(&conversation_id).map_err(|_| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
+    if !state.upload_limiter.allow(id, Instant::now()) {
         return Err(ApiError::TooManyRequests("Too many upload requests. Please wait before uploading more files.".into()));
     }
-    let conversation = open_conversation(&state, &conversation_id).await?;
+    let conversation = open_conversation(&state, &id.to_string()).await?;
     let chunk_id = Uuid::new_v4().to_string();
-    let key = chunk_key(&state, &conversation.id, &chunk_id, &body.filename);
+    let key = state.blob.upload_key(&conversation.id, &chunk_id, &body.filename);
     let post = state.blob.presigned_post(&key, &body.content_type, Utc::now()).await.map_err(|err| match err {
         common::blob::BlobError::Unavailable(_) => ApiError::from(err),
         other => ApiError::internal_with("Failed to generate upload URL", other),
@@ -376,9 +375,7 @@ pub async fn confirm_upload(
     Path(conversation_id): Path<String>,
     JsonBody(body): JsonBody<ConfirmUploadBody>,
 ) -> ApiResult<Json<PublicChunk>> {
-    if !is_uuid(&conversation_id) {
-        return Err(ApiError::not_found(CONVERSATION_NOT_FOUND));
-    }
+    let conversation_id = canonical(&conversation_id).ok_or_else(|| ApiError::not_found(CONVERSATION_NOT_FOUND))?;
     let chunk_id = Uuid::parse_str(&body.chunk_id).map_err(|_| ApiError::bad_request("Invalid chunk_id"))?.to_string();
     // The key must be this chunk's upload in this conversation (D26).
     let expected_prefix = format!("conversation/{conversation_id}/chunks/{chunk_id}-");
@@ -441,6 +438,12 @@ async fn repeat_confirm(state: &AppState, conversation_id: &str, chunk_id: &str,
 )]
 pub async fn finish_conversation(State(state): State<AppState>, Path(conversation_id): Path<String>) -> ApiResult<Json<&'static str>> {
     let conversation = find_conversation(&state, &conversation_id).await?;
+    // Finalised with nothing new since: its merge and summary are queued or done already, and
+    // an anonymous caller must not queue them again (new chunks reset the flag, D50).
+    if conversation.is_finished == Some(true) && conversation.is_all_chunks_transcribed == Some(true) {
+        tracing::info!(conversation_id = %conversation.id, "finish of a finalised conversation: nothing queued");
+        return Ok(Json("OK"));
+    }
     state.tasks.publish(Task::FinishConversationHook { conversation_id: conversation.id.clone() }, Duration::ZERO).await?;
     tracing::info!(conversation_id = %conversation.id, "conversation finished by participant");
     Ok(Json("OK"))

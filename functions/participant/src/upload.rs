@@ -2,7 +2,6 @@
 
 use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use common::ApiError;
 use serde_json::json;
@@ -18,12 +17,14 @@ pub struct ChunkUpload {
 }
 
 impl<S: Send + Sync> FromRequest<S> for ChunkUpload {
-    /// axum's own answer when the body is not multipart at all, else the API's error.
-    type Rejection = Response;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let form = Multipart::from_request(req, state).await.map_err(IntoResponse::into_response)?;
-        read_form(form).await.map_err(IntoResponse::into_response)
+        // A body that is not multipart has none of the form's fields (422, as FastAPI answers).
+        let form = Multipart::from_request(req, state)
+            .await
+            .map_err(|rejection| ApiError::invalid(vec![json!("body")], "multipart", rejection.body_text()))?;
+        read_form(form).await
     }
 }
 

@@ -109,9 +109,11 @@ async fn transcription_finish_summary_and_merge_run_once_however_often_delivered
     assert_eq!(whisper.requests.lock().unwrap().len(), 1);
 
     let finish = Task::FinishConversationHook { conversation_id: cid.clone() };
-    for _ in 0..2 {
-        assert_eq!(network.run(&finish, &delivery()).await, Ok(Done::Completed));
-    }
+    assert_eq!(network.run(&finish, &delivery()).await, Ok(Done::Completed));
+    // Finalised with nothing new: a redelivery queues no second merge and summary.
+    assert!(matches!(network.run(&finish, &delivery()).await, Ok(Done::Skipped(_))));
+    let queued = |name: &str| app.published().iter().filter(|m| m["task"] == name).count();
+    assert_eq!((queued("task_merge_conversation_chunks"), queued("task_summarize_conversation")), (1, 1));
     let summarize = Task::SummarizeConversation { conversation_id: cid.clone() };
     assert_eq!(network.run(&summarize, &delivery()).await, Ok(Done::Completed));
     assert!(matches!(network.run(&summarize, &delivery()).await, Ok(Done::Skipped(_))));
