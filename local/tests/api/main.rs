@@ -10,6 +10,7 @@ mod deployment_template;
 mod directus_backend;
 mod directus_sessions;
 mod lambda_events;
+mod llm_providers;
 mod layout;
 mod local_invoke;
 mod openapi;
