@@ -114,10 +114,82 @@ pub struct AuthSettings {
 /// One LLM slot: `<SLOT>_MODEL`, `_API_KEY`, `_API_BASE`, `_API_VERSION` (data-model.md §4.6).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LlmSlot {
+    /// The variables' prefix (`MEDIUM_LITELLM`), so a missing setting can be named.
+    pub name: &'static str,
     pub model: Option<String>,
     pub api_key: Option<String>,
     pub api_base: Option<String>,
     pub api_version: Option<String>,
+}
+
+/// Where a model string goes, by its prefix (processing.md §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmProvider {
+    /// `openai/<model>`, a bare name or any other prefix: the OpenAI wire protocol (also a LiteLLM proxy).
+    OpenAi,
+    /// `azure/<deployment>`: Azure OpenAI.
+    Azure,
+    /// `anthropic/<model>`: Anthropic's Messages API.
+    Anthropic,
+    /// `vertex_ai/<model>`: Gemini on Vertex AI, with the `GCP_SA_JSON` service account.
+    Vertex,
+}
+
+impl LlmProvider {
+    /// The provider of `model` and the name it is sent under (prefix dropped; unknown prefixes kept
+    /// for a proxy).
+    pub fn route(model: &str) -> (LlmProvider, &str) {
+        for (prefix, provider) in
+            [("azure/", LlmProvider::Azure), ("anthropic/", LlmProvider::Anthropic), ("vertex_ai/", LlmProvider::Vertex)]
+        {
+            if let Some(name) = model.strip_prefix(prefix) {
+                return (provider, name);
+            }
+        }
+        (LlmProvider::OpenAi, model.strip_prefix("openai/").unwrap_or(model))
+    }
+}
+
+/// A slot's variables as named in messages: `_MODEL`, `_API_KEY`, `_API_BASE`.
+fn slot_variables(name: &str) -> [&'static str; 3] {
+    match name {
+        "MEDIUM_LITELLM" => ["MEDIUM_LITELLM_MODEL", "MEDIUM_LITELLM_API_KEY", "MEDIUM_LITELLM_API_BASE"],
+        "SUMMARY_LITELLM" => ["SUMMARY_LITELLM_MODEL", "SUMMARY_LITELLM_API_KEY (or ANTHROPIC_API_KEY)", "SUMMARY_LITELLM_API_BASE"],
+        "SMALL_LITELLM" => ["SMALL_LITELLM_MODEL", "SMALL_LITELLM_API_KEY", "SMALL_LITELLM_API_BASE"],
+        "LIGHTRAG_LITELLM_INFERENCE" => {
+            ["LIGHTRAG_LITELLM_INFERENCE_MODEL", "LIGHTRAG_LITELLM_INFERENCE_API_KEY", "LIGHTRAG_LITELLM_INFERENCE_API_BASE"]
+        }
+        "LIGHTRAG_LITELLM" => ["LIGHTRAG_LITELLM_MODEL", "LIGHTRAG_LITELLM_API_KEY", "LIGHTRAG_LITELLM_API_BASE"],
+        _ => ["the slot's _MODEL", "the slot's _API_KEY", "the slot's _API_BASE"],
+    }
+}
+
+impl LlmSlot {
+    /// The provider its model routes to; `None` without a model.
+    pub fn provider(&self) -> Option<LlmProvider> {
+        self.model.as_deref().map(|m| LlmProvider::route(m).0)
+    }
+
+    /// The setting still missing before this slot may be called, `None` when it is configured.
+    /// A slot is configured when its model is set and its provider has a credential:
+    /// `_API_KEY` (Azure and Anthropic; OpenAI unless `_API_BASE` names a keyless proxy),
+    /// Azure's `_API_BASE`, or `GCP_SA_JSON` (`service_account`) for Vertex AI. An unconfigured
+    /// slot is never called: no request leaves without a credential meant for its provider.
+    pub fn missing(&self, service_account: bool) -> Option<&'static str> {
+        let [model, key, base] = slot_variables(self.name);
+        let (has_key, has_base) = (self.api_key.is_some(), self.api_base.is_some());
+        let Some(provider) = self.provider() else {
+            return Some(model);
+        };
+        match provider {
+            LlmProvider::Azure if !has_key => Some(key),
+            LlmProvider::Azure if !has_base => Some(base),
+            LlmProvider::Anthropic if !has_key => Some(key),
+            LlmProvider::Vertex if !service_account => Some("GCP_SA_JSON"),
+            LlmProvider::OpenAi if !has_key && !has_base => Some(key),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -384,7 +456,8 @@ impl Settings {
             session_cookie_name: var("DIRECTUS_SESSION_COOKIE_NAME").unwrap_or_else(|| "directus_session_token".into()),
         };
 
-        let slot = |prefix: &str| LlmSlot {
+        let slot = |prefix: &'static str| LlmSlot {
+            name: prefix,
             model: var(&format!("{prefix}_MODEL")),
             api_key: var(&format!("{prefix}_API_KEY")),
             api_base: var(&format!("{prefix}_API_BASE")),
@@ -481,6 +554,21 @@ impl Settings {
                 "AUDIO_DLQ_URL" => self.queues.audio_dlq_url.is_some(),
                 "NETWORK_DLQ_URL" => self.queues.network_dlq_url.is_some(),
                 "DIRECTUS_SECRET" => self.auth.directus_secret.is_some(),
+                // A whole LLM slot: its model and its provider's credential; the error names
+                // the variable that is missing.
+                "MEDIUM_LITELLM" | "SUMMARY_LITELLM" | "SMALL_LITELLM" | "LIGHTRAG_LITELLM_INFERENCE" | "LIGHTRAG_LITELLM" => {
+                    let slot = [&self.llm.medium, &self.llm.summary, &self.llm.small, &self.llm.inference, &self.rag.contextual_llm]
+                        .into_iter()
+                        .find(|s| s.name == name)
+                        .expect("every slot is named");
+                    if let Some(missing) = self.llm_slot_missing(slot) {
+                        return Err(ConfigError::Missing(missing));
+                    }
+                    true
+                }
+                "RUNPOD_TOPIC_MODELER_API_KEY" => self.topic_modeler.api_key.is_some(),
+                "RUNPOD_DIARIZATION_API_KEY" => self.diarization.api_key.is_some(),
+                "RUNPOD_DIARIZATION_BASE_URL" => self.diarization.base_url.is_some(),
                 // The provider (§5.1) and its keys; the error names what is wrong.
                 "TRANSCRIPTION_PROVIDER" => {
                     self.transcription.require()?;
@@ -499,6 +587,11 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The setting `slot` still lacks ([`LlmSlot::missing`]), `None` when it may be called.
+    pub fn llm_slot_missing(&self, slot: &LlmSlot) -> Option<&'static str> {
+        slot.missing(self.transcription.gcp_sa_json.is_some())
     }
 
     /// The CORS origins allowed to call with credentials.
@@ -556,6 +649,41 @@ mod tests {
         assert!(matches!(s.require(&["STORAGE_S3_ENDPOINT"]), Err(ConfigError::Missing("STORAGE_S3_ENDPOINT"))));
         let d = settings(&[("ECHO_STORE", "directus")]).unwrap();
         assert!(matches!(d.require(&["DIRECTUS_TOKEN"]), Err(ConfigError::Missing("DIRECTUS_TOKEN"))));
+    }
+
+    #[test]
+    fn llm_slots_are_configured_only_with_their_providers_credential() {
+        // ECHO's defaults without a key: the summary and chat-answer slots are not configured.
+        let s = settings(&[]).unwrap();
+        assert!(matches!(s.require(&["SUMMARY_LITELLM"]), Err(ConfigError::Missing("SUMMARY_LITELLM_API_KEY (or ANTHROPIC_API_KEY)"))));
+        assert!(matches!(s.require(&["LIGHTRAG_LITELLM_INFERENCE"]), Err(ConfigError::Missing("LIGHTRAG_LITELLM_INFERENCE_API_KEY"))));
+        assert!(matches!(s.require(&["MEDIUM_LITELLM"]), Err(ConfigError::Missing("MEDIUM_LITELLM_MODEL"))));
+        let s = settings(&[("ANTHROPIC_API_KEY", "sk-ant")]).unwrap();
+        assert!(s.require(&["SUMMARY_LITELLM"]).is_ok(), "ANTHROPIC_API_KEY is the summary slot's default key");
+        let missing = |pairs: &[(&str, &str)]| settings(pairs).unwrap().require(&["MEDIUM_LITELLM"]).err().map(|e| e.to_string());
+        let named = |name: &str| Some(format!("missing required environment variable {name}"));
+        assert_eq!(missing(&[("MEDIUM_LITELLM_MODEL", "gpt-4o")]), named("MEDIUM_LITELLM_API_KEY"), "api.openai.com needs a key");
+        assert_eq!(missing(&[("MEDIUM_LITELLM_MODEL", "openai/gpt-4o"), ("MEDIUM_LITELLM_API_KEY", "sk")]), None);
+        assert_eq!(
+            missing(&[("MEDIUM_LITELLM_MODEL", "gpt-4o"), ("MEDIUM_LITELLM_API_BASE", "http://proxy:4000")]),
+            None,
+            "a keyless proxy"
+        );
+        assert_eq!(missing(&[("MEDIUM_LITELLM_MODEL", "azure/gpt-4o"), ("MEDIUM_LITELLM_API_KEY", "k")]), named("MEDIUM_LITELLM_API_BASE"));
+        assert_eq!(
+            missing(&[("MEDIUM_LITELLM_MODEL", "azure/gpt-4o"), ("MEDIUM_LITELLM_API_BASE", "https://x")]),
+            named("MEDIUM_LITELLM_API_KEY")
+        );
+        assert_eq!(
+            missing(&[("MEDIUM_LITELLM_MODEL", "anthropic/claude"), ("MEDIUM_LITELLM_API_BASE", "https://x")]),
+            named("MEDIUM_LITELLM_API_KEY"),
+            "Anthropic always needs its key"
+        );
+        assert_eq!(missing(&[("MEDIUM_LITELLM_MODEL", "vertex_ai/gemini-2.5-pro"), ("MEDIUM_LITELLM_API_KEY", "k")]), named("GCP_SA_JSON"));
+        assert_eq!(missing(&[("MEDIUM_LITELLM_MODEL", "vertex_ai/gemini-2.5-pro"), ("GCP_SA_JSON", "{}")]), None);
+        assert_eq!(LlmProvider::route("anthropic/claude-3-5-sonnet"), (LlmProvider::Anthropic, "claude-3-5-sonnet"));
+        assert_eq!(LlmProvider::route("openai/gpt-4o"), (LlmProvider::OpenAi, "gpt-4o"));
+        assert_eq!(LlmProvider::route("groq/llama"), (LlmProvider::OpenAi, "groq/llama"), "other prefixes are a proxy's");
     }
 
     #[test]

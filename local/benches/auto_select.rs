@@ -47,7 +47,7 @@ fn slot(url: &str) -> common::config::LlmSlot {
         model: Some("gpt-bench".into()),
         api_key: Some("sk-bench".into()),
         api_base: Some(url.into()),
-        api_version: None,
+        ..Default::default()
     }
 }
 

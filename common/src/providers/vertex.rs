@@ -1,4 +1,5 @@
-//! Gemini on Vertex AI over REST, for the Dembrane-25-09 correction pass (processing.md §5.3).
+//! Gemini on Vertex AI over REST, for the Dembrane-25-09 correction pass (processing.md §5.3) and
+//! `vertex_ai/` LLM slots (providers/llm/gemini.rs).
 //! A service account (`GCP_SA_JSON`, raw or base64 JSON) signs an RS256 JWT that Google's token
 //! endpoint trades for an access token; `generateContent` then answers JSON under a schema.
 
@@ -177,22 +178,31 @@ impl VertexClient {
         Ok(token.to_string())
     }
 
-    /// `generateContent` with a JSON response under `schema`; the parsed object.
-    pub async fn generate_json(&self, model: &str, system: &str, parts: Vec<Part>, schema: Value) -> Result<Value, VertexError> {
+    /// A POST to `model`'s `action` (`generateContent`, `streamGenerateContent?alt=sse`) with a
+    /// current access token; the caller adds the body.
+    pub async fn model_request(&self, model: &str, action: &str) -> Result<reqwest::RequestBuilder, VertexError> {
         let token = self.access_token().await?;
         let url = format!(
-            "{}/v1/projects/{}/locations/{}/publishers/google/models/{model}:generateContent",
+            "{}/v1/projects/{}/locations/{}/publishers/google/models/{model}:{action}",
             self.base_url, self.account.project_id, self.location
         );
+        Ok(self.http.post(url).bearer_auth(token))
+    }
+
+    /// Drops the cached token (Vertex AI refused it): the next call fetches a new one.
+    pub fn forget_token(&self) {
+        *self.token.lock().expect("token cache") = None;
+    }
+
+    /// `generateContent` with a JSON response under `schema`; the parsed object.
+    pub async fn generate_json(&self, model: &str, system: &str, parts: Vec<Part>, schema: Value) -> Result<Value, VertexError> {
+        let request = self.model_request(model, "generateContent").await?;
         let system = system.to_string();
         // Base64 of a whole chunk's audio is CPU work too.
         let body = crate::offload::offload(move || request_body(system, parts, schema))
             .await
             .map_err(|e| VertexError::Transient(format!("offload: {e}")))?;
-        let reply = self
-            .http
-            .post(url)
-            .bearer_auth(token)
+        let reply = request
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -205,7 +215,7 @@ impl VertexClient {
         }
         if status == StatusCode::UNAUTHORIZED {
             // A revoked or expired token: the next try fetches a new one.
-            *self.token.lock().expect("token cache") = None;
+            self.forget_token();
             return Err(VertexError::Transient("Vertex AI rejected the access token".into()));
         }
         if !status.is_success() {

@@ -50,6 +50,9 @@ impl TaskPublisher for SqsPublisher {
             Queue::Audio => &self.audio_queue_url,
             Queue::Network => &self.network_queue_url,
         };
+        if url.is_empty() {
+            return Err(PublishError::Config(format!("{} has no queue URL in this function", task.name())));
+        }
         let name = task.name();
         let body = TaskMessage::new(task).to_json();
         // X-Ray follows the message: SQS carries the header in this system attribute.
@@ -82,6 +85,14 @@ impl TaskPublisher for SqsPublisher {
 }
 
 /// The SQS publisher for the queues the settings name.
+/// A publisher to the network queue only (the scheduler's): audio tasks are refused.
+pub async fn connect_network_sqs(settings: &crate::config::Settings) -> Result<SharedPublisher, PublishError> {
+    let q = &settings.queues;
+    let network = q.network_queue_url.clone().ok_or_else(|| PublishError::Config("NETWORK_QUEUE_URL must be set".into()))?;
+    let client = SqsPublisher::client(&settings.s3.region, q.sqs_endpoint.as_deref(), None).await;
+    Ok(Arc::new(SqsPublisher::new(client, String::new(), network)))
+}
+
 pub async fn connect_sqs(settings: &crate::config::Settings) -> Result<SharedPublisher, PublishError> {
     let q = &settings.queues;
     let (Some(audio), Some(network)) = (&q.audio_queue_url, &q.network_queue_url) else {

@@ -47,6 +47,10 @@ pub enum ApiError {
     Validation(Vec<ValidationIssue>),
     #[error("{0}")]
     TooManyRequests(String),
+    /// 503 naming the setting a feature lacks (an LLM slot without its key): no `Retry-After`,
+    /// waiting will not help.
+    #[error("{0}")]
+    NotConfigured(String),
     #[error("{} ({reason})", .dependency.unavailable_detail())]
     Unavailable { dependency: Dependency, reason: String },
     /// A 500 with a specific detail; `reason` is logged, never sent.
@@ -88,7 +92,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,7 +109,8 @@ impl ApiError {
             | ApiError::NotFound(d)
             | ApiError::Conflict(d)
             | ApiError::PayloadTooLarge(d)
-            | ApiError::TooManyRequests(d) => json!(d),
+            | ApiError::TooManyRequests(d)
+            | ApiError::NotConfigured(d) => json!(d),
         }
     }
 }
@@ -173,6 +178,7 @@ impl From<LlmError> for ApiError {
     fn from(err: LlmError) -> Self {
         match err {
             LlmError::Unavailable(reason) => ApiError::unavailable(Dependency::Llm, reason),
+            LlmError::NotConfigured(setting) => ApiError::NotConfigured(format!("The LLM is not configured: set {setting}")),
             other => ApiError::internal(other),
         }
     }

@@ -8,6 +8,10 @@ use common::queue::{Queue, Task};
 
 mod chunk;
 
+/// What the function refuses to start without (D63): the store, storage, both queues and its dead-letter queue.
+pub const REQUIRED_SETTINGS: &[&str] =
+    &["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL", "AUDIO_DLQ_URL"];
+
 pub struct AudioWorker {
     pub services: Services,
 }

@@ -15,6 +15,10 @@ mod routes;
 mod selection;
 mod system;
 
+/// What the function refuses to start without (D63): the store, session checks, and the SMALL
+/// (titles, follow-ups, auto-select) and chat-answer slots, each with its provider's credential.
+pub const REQUIRED_SETTINGS: &[&str] = &["DIRECTUS_TOKEN", "DIRECTUS_SECRET", "SMALL_LITELLM", "LIGHTRAG_LITELLM_INFERENCE"];
+
 /// `MAX_CHAT_CONTEXT_LENGTH`: the token budget of a chat's context.
 pub const MAX_CHAT_CONTEXT_LENGTH: usize = 100_000;
 

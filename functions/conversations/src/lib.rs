@@ -17,6 +17,19 @@ mod responses;
 mod retranscribe;
 mod routes;
 
+/// What the function refuses to start without (D63): the store, session checks, storage, the queues,
+/// and the MEDIUM (get-reply) and summary slots, each with its provider's credential.
+pub const REQUIRED_SETTINGS: &[&str] = &[
+    "DIRECTUS_TOKEN",
+    "DIRECTUS_SECRET",
+    "STORAGE_S3_BUCKET",
+    "STORAGE_S3_ENDPOINT",
+    "AUDIO_QUEUE_URL",
+    "NETWORK_QUEUE_URL",
+    "MEDIUM_LITELLM",
+    "SUMMARY_LITELLM",
+];
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {

@@ -9,7 +9,8 @@ use chrono::Utc;
 use common::Services;
 use common::flows::cleanup::{self, Cleanup};
 use common::flows::pipeline::{self, Finish, StatusIds, StatusStep};
-use common::providers::llm::LlmClient;
+use common::flows::summary::SummaryError;
+use common::providers::llm::{LlmClient, LlmError};
 use common::providers::rag::RagIndex;
 use common::queue::worker::{Delivery, Done, TaskError, TaskRunner};
 use common::queue::{Queue, Task};
@@ -22,6 +23,34 @@ mod transcribe;
 
 pub use transcribe::Provider;
 pub use transcribe::runpod::REQUEST_LIMIT_ERROR;
+
+/// What the function refuses to start without (D63): the store, storage, both queues, its dead-letter
+/// queue and the summary slot; [`conditional_settings`] adds what enabled features need.
+pub const REQUIRED_SETTINGS: &[&str] = &[
+    "DIRECTUS_TOKEN",
+    "STORAGE_S3_BUCKET",
+    "STORAGE_S3_ENDPOINT",
+    "AUDIO_QUEUE_URL",
+    "NETWORK_QUEUE_URL",
+    "NETWORK_DLQ_URL",
+    "SUMMARY_LITELLM",
+];
+
+/// What enabled features add (D63): the RAG ETL its server and contextual slot (processing.md
+/// §9.1), a topic-modeler URL its key, diarization its key and endpoint (data-model.md §4.8).
+pub fn conditional_settings(settings: &common::config::Settings) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if settings.rag.enable_audio_input {
+        names.extend(["LIGHTRAG_SERVER_URL", "LIGHTRAG_LITELLM"]);
+    }
+    if settings.topic_modeler.url.is_some() {
+        names.push("RUNPOD_TOPIC_MODELER_API_KEY");
+    }
+    if settings.runpod_diarization {
+        names.extend(["RUNPOD_DIARIZATION_API_KEY", "RUNPOD_DIARIZATION_BASE_URL"]);
+    }
+    names
+}
 
 /// Collector pass C's batch (processing.md §3.3).
 const RAG_BACKLOG_LIMIT: u32 = 100;
@@ -141,12 +170,18 @@ impl NetworkWorker {
         };
         let step = StatusStep::start(services, "task_summarize_conversation", format!("for conversation {conversation_id}"), ids).await;
         let result = common::flows::summary::summarize(services, &self.llm, conversation_id, &language).await;
+        if let Err(SummaryError::Llm(LlmError::NotConfigured(setting))) = &result {
+            // Nothing was sent; retrying cannot help until an operator sets it.
+            let reason = format!("the summary model is not configured (set {setting})");
+            step.finish(Err(&reason)).await;
+            return Ok(Done::Skipped(reason));
+        }
         let outcome = match result {
             Ok(Some(_)) => Ok(Done::Completed),
             Ok(None) => Ok(Done::Skipped("empty transcript".into())),
-            Err(common::flows::summary::SummaryError::Store(e)) => Err(e.into()),
-            Err(common::flows::summary::SummaryError::Llm(e)) => Err(e.into()),
-            Err(common::flows::summary::SummaryError::Prompt(e)) => Err(TaskError::terminal(e)),
+            Err(SummaryError::Store(e)) => Err(e.into()),
+            Err(SummaryError::Llm(e)) => Err(e.into()),
+            Err(SummaryError::Prompt(e)) => Err(TaskError::terminal(e)),
         };
         step.finish_with(&outcome).await;
         outcome

@@ -1,13 +1,8 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     common::telemetry::init_tracing();
-    let required =
-        ["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL", "NETWORK_DLQ_URL"];
-    let services = common::Services::from_env(&required).await?;
-    // processing.md §9.1: with the ETL switched on, the server is required.
-    if services.settings.rag.enable_audio_input {
-        services.settings.require(&["LIGHTRAG_SERVER_URL"])?;
-    }
+    let services = common::Services::from_env(network_worker::REQUIRED_SETTINGS).await?;
+    services.settings.require(&network_worker::conditional_settings(&services.settings))?;
     let settings = services.settings.clone();
     let worker = network_worker::NetworkWorker::new(services);
     // A provider that cannot work (an unknown name, a missing key, an unreadable GCP_SA_JSON) is a

@@ -16,6 +16,10 @@ mod upload;
 
 pub use rate_limit::RateLimiter;
 
+/// What the function refuses to start without (D63): the store, storage, and the queues it publishes to.
+pub const REQUIRED_SETTINGS: &[&str] =
+    &["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"];
+
 /// Legacy upload-chunk refuses files above this (D15).
 pub const DIRECT_UPLOAD_MAX_BYTES: usize = 4 * 1024 * 1024;
 

@@ -1,9 +1,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init_tracing();
-    let services =
-        common::Services::from_env(&["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])
-            .await?;
+    let services = common::Services::from_env(participant::REQUIRED_SETTINGS).await?;
     let state = participant::AppState::new(services);
     common::web::http::run_lambda(participant::router(state)).await
 }

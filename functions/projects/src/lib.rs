@@ -12,6 +12,10 @@ mod responses;
 mod routes;
 mod transcripts;
 
+/// What the function refuses to start without (D63): the store, session checks, the network queue,
+/// and the MEDIUM slot (reports) with its provider's credential.
+pub const REQUIRED_SETTINGS: &[&str] = &["DIRECTUS_TOKEN", "DIRECTUS_SECRET", "NETWORK_QUEUE_URL", "MEDIUM_LITELLM"];
+
 #[derive(Clone)]
 pub struct AppState {
     pub services: Services,

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use common::ApiError;
-use common::providers::llm::Message;
+use common::providers::llm::{LlmError, Message};
 use common::store::{NewReport, Project, Report};
 use common::web::access::owned_project;
 use common::web::auth::Session;
@@ -69,6 +69,10 @@ fn context_limit(model: Option<&str>) -> usize {
 }
 
 async fn write_report(state: &AppState, project: &Project, language: &str) -> Result<String, ApiError> {
+    // Before any work: a 503 naming the setting (processing.md §10), no provider called.
+    if let Some(setting) = state.llm.missing(&state.settings.llm.medium) {
+        return Err(LlmError::NotConfigured(setting).into());
+    }
     let limit = context_limit(state.settings.llm.medium.model.as_deref());
     let mut conversations = state.store.list_conversations(&project.id).await?;
     conversations.sort_by_key(|c| std::cmp::Reverse(c.updated_at.or(c.created_at)));

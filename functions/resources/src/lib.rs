@@ -16,6 +16,11 @@ mod routes;
 
 pub use db::{Database, DbError};
 
+/// What the function refuses to start without (D63): S3 for the content redirect; the queue URLs
+/// only because `Services::connect` builds every client. `DATABASE_URL` unset is a 503, not a refusal.
+pub const REQUIRED_SETTINGS: &[&str] =
+    &["DIRECTUS_TOKEN", "DIRECTUS_SECRET", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"];
+
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {

@@ -6,6 +6,9 @@ use std::time::Duration;
 use common::queue::{PublishError, Task, TaskMessage, TaskPublisher};
 use serde_json::Value;
 
+/// What the function refuses to start without (D63): the network queue it publishes to.
+pub const REQUIRED_SETTINGS: &[&str] = &["NETWORK_QUEUE_URL"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
     #[error("not a scheduled task: {0}")]

@@ -6,8 +6,8 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     common::telemetry::init_tracing();
     let settings = Settings::from_env()?;
-    settings.require(&["AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"])?;
-    let publisher = common::queue::sqs::connect_sqs(&settings).await?;
+    settings.require(scheduler::REQUIRED_SETTINGS)?;
+    let publisher = common::queue::sqs::connect_network_sqs(&settings).await?;
     common::telemetry::flush_logs_on_shutdown().await;
     let provider = settings.transcription.provider_name.clone();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {

@@ -20,6 +20,10 @@ use utoipa_axum::routes;
 pub mod rag;
 mod rag_routes;
 mod responses;
+/// What the function refuses to start without (D63); S3 and both queue URLs only because
+/// `Services::connect` builds every client.
+pub const REQUIRED_SETTINGS: &[&str] =
+    &["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"];
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]

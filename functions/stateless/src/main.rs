@@ -1,9 +1,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init_tracing();
-    // S3 and both queue URLs only because Services::connect builds every client.
-    let required = ["DIRECTUS_TOKEN", "STORAGE_S3_BUCKET", "STORAGE_S3_ENDPOINT", "AUDIO_QUEUE_URL", "NETWORK_QUEUE_URL"];
-    let services = common::Services::from_env(&required).await?;
+    let services = common::Services::from_env(stateless::REQUIRED_SETTINGS).await?;
     let state = stateless::AppState::new(services);
     common::web::http::run_lambda(stateless::router(state)).await
 }

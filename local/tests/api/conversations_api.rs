@@ -292,7 +292,7 @@ async fn summarize_with_an_unreachable_llm_stores_nothing() {
             model: Some("gpt-test".into()),
             api_key: None,
             api_base: Some("http://127.0.0.1:9/v1".into()),
-            api_version: None,
+            ..Default::default()
         };
     })
     .await;

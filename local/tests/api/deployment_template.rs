@@ -702,3 +702,68 @@ fn alarms_and_dashboard_read_the_emf_namespace() {
     }
     assert!(text.contains(&format!("{{{namespace},")) || text.contains(&format!("\"{namespace}\"")), "dashboard reads {namespace}");
 }
+
+// ------------------------------------------------------------------ start-up checks (D63)
+
+/// The template variables that satisfy one of a function's `REQUIRED_SETTINGS`: a plain setting
+/// or its SSM parameter; for an LLM slot its model (unless defaulted) and its key.
+fn satisfied_by(setting: &str) -> Vec<Vec<String>> {
+    let either = |name: &str| vec![name.to_string(), format!("{name}_SSM_PARAMETER")];
+    match setting {
+        "SUMMARY_LITELLM" => {
+            let mut key = either("SUMMARY_LITELLM_API_KEY");
+            key.extend(either("ANTHROPIC_API_KEY"));
+            vec![vec!["SUMMARY_LITELLM_MODEL".into()], key]
+        }
+        slot @ ("MEDIUM_LITELLM" | "SMALL_LITELLM" | "LIGHTRAG_LITELLM_INFERENCE" | "LIGHTRAG_LITELLM") => {
+            vec![vec![format!("{slot}_MODEL")], either(&format!("{slot}_API_KEY"))]
+        }
+        other => vec![either(other)],
+    }
+}
+
+#[test]
+fn every_function_is_given_what_it_refuses_to_start_without() {
+    let t = Template::load();
+    let required: BTreeMap<&str, Vec<&str>> = [
+        ("participant", participant::REQUIRED_SETTINGS.to_vec()),
+        ("conversations", conversations::REQUIRED_SETTINGS.to_vec()),
+        ("projects", projects::REQUIRED_SETTINGS.to_vec()),
+        ("stateless", stateless::REQUIRED_SETTINGS.to_vec()),
+        ("resources", resources::REQUIRED_SETTINGS.to_vec()),
+        ("chats", chats::REQUIRED_SETTINGS.to_vec()),
+        ("audio-worker", audio_worker::REQUIRED_SETTINGS.to_vec()),
+        // With every optional feature on: the template passes what each would need.
+        (
+            "network-worker",
+            [network_worker::REQUIRED_SETTINGS, &["LIGHTRAG_SERVER_URL", "LIGHTRAG_LITELLM", "RUNPOD_TOPIC_MODELER_API_KEY"]].concat(),
+        ),
+        ("scheduler", scheduler::REQUIRED_SETTINGS.to_vec()),
+    ]
+    .into_iter()
+    .collect();
+    let mut seen = Vec::new();
+    for (name, function) in t.functions() {
+        let binary = binary_of(function);
+        let Some(settings) = required.get(binary) else { continue };
+        seen.push(binary);
+        for setting in settings {
+            if *setting == "DIRECTUS_TOKEN" && t.env(function, "ECHO_STORE").and_then(Value::as_str) != Some("directus") {
+                continue;
+            }
+            for alternatives in satisfied_by(setting) {
+                assert!(
+                    alternatives.iter().any(|var| t.env(function, var).is_some()),
+                    "{name} ({binary}) requires {setting}: its environment has none of {alternatives:?}"
+                );
+            }
+        }
+        // The scheduler is not given what it does not use.
+        if binary == "scheduler" {
+            assert!(t.env(function, "AUDIO_QUEUE_URL").is_none(), "{name} never publishes to the audio queue");
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), required.len(), "every function is in the template: {seen:?}");
+}

@@ -17,7 +17,7 @@ fn workspace() -> PathBuf {
 }
 
 /// `[workspace.metadata.lambda.env]`: `NAME = "value"` lines up to the next section.
-fn watch_env() -> BTreeMap<String, String> {
+pub fn watch_env() -> BTreeMap<String, String> {
     let manifest = std::fs::read_to_string(workspace().join("Cargo.toml")).unwrap();
     let section = manifest.split("[workspace.metadata.lambda.env]\n").nth(1).expect("Cargo.toml has [workspace.metadata.lambda.env]");
     let lines = section.lines().take_while(|l| !l.starts_with('['));

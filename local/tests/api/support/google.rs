@@ -6,8 +6,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -146,14 +147,47 @@ async fn token(State(google): State<Arc<Shared>>, Form(form): Form<Vec<(String, 
 async fn generate(
     State(google): State<Arc<Shared>>,
     Path((project, location, action)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
-) -> (StatusCode, axum::Json<Value>) {
+) -> Response {
     let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+    // Like Google: only a token its token endpoint issued.
+    let issued = google.tokens_issued.load(Ordering::SeqCst);
+    let known = auth.as_deref().and_then(|a| a.strip_prefix("Bearer ya29.token-")).and_then(|n| n.parse::<usize>().ok());
+    if known.is_none_or(|n| n >= issued) {
+        let error =
+            json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}});
+        return (StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+    }
     google.calls.lock().unwrap().push((format!("{project}/{location}/{action}"), auth, body));
     let status = StatusCode::from_u16(google.status.load(Ordering::SeqCst)).unwrap();
     if status != StatusCode::OK {
-        return (status, axum::Json(json!({"error": {"code": status.as_u16(), "message": "refused", "status": "INVALID_ARGUMENT"}})));
+        let error = json!({"error": {"code": status.as_u16(), "message": "refused", "status": "INVALID_ARGUMENT"}});
+        return (status, axum::Json(error)).into_response();
     }
-    (status, axum::Json(google.answer.lock().unwrap().clone()))
+    let answer = google.answer.lock().unwrap().clone();
+    if action.ends_with(":streamGenerateContent") && query.iter().any(|(k, v)| k == "alt" && v == "sse") {
+        return ([("content-type", "text/event-stream")], sse_pieces(&answer)).into_response();
+    }
+    (status, axum::Json(answer)).into_response()
+}
+
+/// A streamed answer as Gemini sends it: the first candidate's text in responses of three
+/// characters each, the last one carrying its finishReason (and any promptFeedback).
+fn sse_pieces(answer: &Value) -> String {
+    let candidate = &answer["candidates"][0];
+    let text: String =
+        candidate["content"]["parts"].as_array().map(|p| p.iter().filter_map(|p| p["text"].as_str()).collect()).unwrap_or_default();
+    let chars: Vec<char> = text.chars().collect();
+    let mut events: Vec<Value> = chars
+        .chunks(3)
+        .map(|piece| json!({"candidates": [{"content": {"role": "model", "parts": [{"text": piece.iter().collect::<String>()}]}}]}))
+        .collect();
+    let mut last = json!({"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": candidate["finishReason"]}]});
+    if !answer["promptFeedback"].is_null() {
+        last = json!({"promptFeedback": answer["promptFeedback"]});
+    }
+    events.push(last);
+    events.iter().map(|e| format!("data: {e}\r\n\r\n")).collect()
 }

@@ -253,7 +253,7 @@ impl FakeLlm {
             model: Some("openai/gpt-test".into()),
             api_key: Some("sk-test".into()),
             api_base: Some(self.url.clone()),
-            api_version: None,
+            ..Default::default()
         }
     }
 
