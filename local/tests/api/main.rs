@@ -9,6 +9,7 @@ mod conversations_api;
 mod deployment_template;
 mod directus_backend;
 mod directus_sessions;
+mod duplicate_delivery;
 mod lambda_events;
 mod layout;
 mod local_invoke;
