@@ -175,3 +175,88 @@ async fn a_participant_records_a_conversation_on_directus() {
     assert_eq!(status, 200);
     assert_eq!(app.get(&eligibility).await, (200, json!({"data": {"eligible": false}})));
 }
+
+/// A request of the portal, repeated while echo-local answers 503 (as the portal's retry does).
+async fn until_served(app: &TestApp, path: &str, body: serde_json::Value) -> serde_json::Value {
+    for _ in 0..20 {
+        let (status, answer) = app.post(path, body.clone()).await;
+        if status != 503 {
+            assert_eq!(status, 200, "{path}: {answer}");
+            return answer;
+        }
+        assert_eq!(answer, json!({"detail": "Directus is unavailable, please try again later"}));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{path} never got through");
+}
+
+/// What a conversation ends as: chunk count, transcripts, every chunk converted, finished,
+/// finalised, summary, merged.
+type Ended = (usize, Vec<Option<String>>, bool, Option<bool>, Option<bool>, Option<String>, bool);
+
+/// One recording through the portal and the whole pipeline.
+async fn record_and_process(app: &TestApp) -> Ended {
+    let body = json!({"name": "Ada", "tag_id_list": [TAG]});
+    let cid = until_served(app, &format!("/api/participant/projects/{PROJECT}/conversations/initiate"), body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/participant/conversations/{cid}/get-upload-url");
+    let upload = until_served(app, &path, json!({"filename": "chunk.webm", "content_type": "audio/webm"})).await;
+    let (status, text) = app.browser_upload(&upload, fixture_audio("webm.webm"), "audio/webm").await;
+    assert!((200..300).contains(&status), "{status} {text}");
+    let confirm = json!({"chunk_id": upload["chunk_id"], "file_url": upload["file_url"], "timestamp": "2025-10-16T12:00:30Z"});
+    until_served(app, &format!("/api/participant/conversations/{cid}/confirm-upload"), confirm).await;
+    until_served(app, &format!("/api/participant/conversations/{cid}/finish"), json!(null)).await;
+    app.local.run_tasks().await;
+    let chunks = app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap();
+    let c = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
+    (
+        chunks.len(),
+        chunks.iter().map(|k| k.transcript.clone()).collect(),
+        chunks.iter().all(|k| k.path.as_deref().is_some_and(|p| p.ends_with("-chunk.mp3"))),
+        c.is_finished,
+        c.is_all_chunks_transcribed,
+        c.summary,
+        c.merged_audio_path.is_some_and(|p| p.contains(&format!("merged-{cid}-"))),
+    )
+}
+
+#[tokio::test]
+async fn directus_failing_in_the_middle_of_the_pipeline_converges_on_retry() {
+    let (url, token) = directus_env();
+    let proxy = crate::support::directus::FlakyProxy::start(&url).await;
+    let whisper = FakeWhisper::start("We would like a bench in the park.").await;
+    let llm = FakeLlm::start(LlmBehaviour::Reply("A bench.".into())).await;
+    let slot = llm.slot();
+    let app = TestApp::start_with(|o| {
+        o.settings.store = StoreSettings::Directus { base_url: proxy.url.clone(), token: Some(token), timeout_seconds: 10, page_size: 500 };
+        o.seed_demo = true;
+        whisper.configure(&mut o.settings);
+        o.settings.llm.summary = slot;
+    })
+    .await;
+
+    // A clean run: what the pipeline ends as, and how many Directus requests it takes.
+    let start = proxy.count();
+    let clean = record_and_process(&app).await;
+    let requests = proxy.count() - start;
+    assert_eq!(
+        clean,
+        (1, vec![Some("We would like a bench in the park.".into())], true, Some(true), Some(true), Some("A bench.".into()), true)
+    );
+    assert!(app.local.queue.dead_letters().is_empty(), "{:?}", app.local.queue.dead_letters());
+
+    // Then Directus fails for four requests at points spread over the whole operation: API
+    // calls, conversion, transcription, the finish hook, merge, summary. Every run ends as the
+    // clean one: no chunk twice, none lost, nothing left unfinished.
+    for eighth in 1..8 {
+        let before = proxy.failures();
+        proxy.fail_after(requests * eighth / 8, 4);
+        let outcome = record_and_process(&app).await;
+        let after = proxy.failures();
+        assert!(after.0 > before.0 && after.1 > before.1, "the window was hit both ways at {eighth}/8: {before:?} -> {after:?}");
+        assert_eq!(outcome, clean, "Directus failing {eighth}/8 into the operation");
+        assert!(app.local.queue.dead_letters().is_empty(), "{eighth}/8: {:?}", app.local.queue.dead_letters());
+    }
+}

@@ -10,6 +10,7 @@ mod deployment_template;
 mod directus_backend;
 mod directus_sessions;
 mod hardening;
+mod duplicate_delivery;
 mod lambda_events;
 mod layout;
 mod llm_providers;

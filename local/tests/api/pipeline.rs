@@ -97,3 +97,58 @@ async fn without_a_provider_chunks_stay_pending_and_say_so() {
     assert!(message.starts_with("no transcription provider is configured"), "the exit message itself: {message}");
     assert!(app.local.queue.dead_letters().is_empty());
 }
+
+/// Uploads `recording` through the portal's presigned POST and confirms it; the chunk id.
+async fn record_chunk(app: &TestApp, cid: &str, recording: Vec<u8>, timestamp: &str) -> String {
+    let upload = app.upload_url(cid, "chunk.mp3", "audio/mpeg").await;
+    let (status, text) = app.browser_upload(&upload, recording, "audio/mpeg").await;
+    assert!((200..300).contains(&status), "{status} {text}");
+    let confirm = json!({"chunk_id": upload["chunk_id"], "file_url": upload["file_url"], "timestamp": timestamp});
+    let (status, body) = app.post(&format!("/api/participant/conversations/{cid}/confirm-upload"), confirm).await;
+    assert_eq!(status, 200, "{body}");
+    upload["chunk_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_chunk_confirmed_after_the_finish_hook_ran_is_processed_and_merged_again() {
+    let whisper = FakeWhisper::start("Some words.").await;
+    let llm = FakeLlm::start(LlmBehaviour::Reply("A summary.".into())).await;
+    let app = whisper.app_with(&llm).await;
+    let cid = app.initiate().await;
+    let recording = fixture_audio("mp3.mp3");
+    let first = record_chunk(&app, &cid, recording.clone(), "2025-10-16T12:00:30Z").await;
+    assert_eq!(app.post(&format!("/api/participant/conversations/{cid}/finish"), json!(null)).await.0, 200);
+    app.local.run_tasks().await;
+    // The finish hook ran to completion: merged, summarised, finalised.
+    let finalised = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
+    assert_eq!(finalised.is_all_chunks_transcribed, Some(true));
+    let merged_once = finalised.merged_audio_path.clone().expect("merged after the first finish");
+    let duration_once = finalised.duration.unwrap();
+    let hooks = |app: &TestApp| app.published().iter().filter(|m| m["task"] == "task_finish_conversation_hook").count();
+    let hooks_before = hooks(&app);
+
+    // The late chunk: the portal's last upload arrives after all that.
+    let late = record_chunk(&app, &cid, recording, "2025-10-16T12:01:30Z").await;
+    app.local.run_tasks().await;
+    assert!(app.local.queue.dead_letters().is_empty(), "{:?}", app.local.queue.dead_letters());
+    let chunks = app.local.store.list_chunks(&cid, ChunkOrder::OldestFirst).await.unwrap();
+    assert_eq!(chunks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [first.as_str(), late.as_str()]);
+    let late_chunk = &chunks[1];
+    assert!(late_chunk.path.as_deref().unwrap().ends_with(".mp3"), "converted: {:?}", late_chunk.path);
+    assert_ne!(late_chunk.path, chunks[0].path);
+    assert_eq!(late_chunk.transcript.as_deref(), Some("Some words."), "transcribed");
+    assert_eq!(whisper.requests.lock().unwrap().len(), 2);
+    assert!(hooks(&app) > hooks_before, "its transcript re-ran the finish hook");
+
+    // Finalised again, and the merge now holds both chunks.
+    let again = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
+    assert_eq!((again.is_finished, again.is_all_chunks_transcribed), (Some(true), Some(true)));
+    let merged_twice = again.merged_audio_path.clone().unwrap();
+    assert_ne!(merged_twice, merged_once, "a new chunk set is a new merge");
+    let both: Vec<&common::store::Chunk> = chunks.iter().collect();
+    let key = common::flows::merge::merged_key(&cid, &common::flows::merge::fingerprint(&both));
+    assert_eq!(merged_twice, app.local.state.blob.url_for_key(&key), "the merge of both chunks");
+    assert!(app.local.state.blob.head(&key).await.unwrap().is_some());
+    let duration_twice = again.duration.unwrap();
+    assert!((duration_twice - 2.0 * duration_once).abs() <= 0.5, "merged {duration_twice} s, one chunk {duration_once} s");
+}

@@ -423,16 +423,10 @@ async fn a_recording_is_transcribed_by_runpod_through_the_webhook_end_to_end() {
 
     // Processing and submission; then RunPod calls the webhook, whose completion trigger queues
     // the finish hook, and the rest of the pipeline follows.
+    // No poller runs here (echo-local has no schedules): only the webhook can finish the job.
     app.local.run_tasks().await;
     let started = std::time::Instant::now();
-    let mut polled = false;
     loop {
-        // A webhook that beat the stored link is ignored; the scheduled poller is the backstop.
-        if !polled && started.elapsed() > Duration::from_secs(5) {
-            use common::queue::TaskPublisher;
-            app.local.queue.publish(Task::UpdateRunpodTranscriptionResponse {}, Duration::ZERO).await.unwrap();
-            polled = true;
-        }
         app.local.run_tasks().await;
         let conversation = app.local.store.get_conversation(&cid).await.unwrap().unwrap();
         if conversation.summary.is_some() {
@@ -452,6 +446,13 @@ async fn a_recording_is_transcribed_by_runpod_through_the_webhook_end_to_end() {
     let hook = runpod.runs()[0].0["webhook"].as_str().unwrap().to_string();
     assert!(hook.starts_with(&format!("{}/stateless/webhook/transcribe?token=", app.url("/api"))), "{hook}");
     assert!(app.local.queue.dead_letters().is_empty(), "{:?}", app.local.queue.dead_letters());
+    // The webhook did it: RunPod called it once and it answered 200, and nobody polled.
+    let state = runpod.state.lock().unwrap();
+    assert_eq!(state.webhook_calls, [("job-1".to_string(), Some(200))]);
+    assert_eq!((state.status_requests, state.unauthorized), (0, 0), "no status request: the poller never ran");
+    drop(state);
+    let polls = ["task_update_runpod_transcription_response", "task_process_runpod_chunk_response"];
+    assert!(!names(&app).iter().any(|n| polls.contains(&n.as_str())), "{:?}", names(&app));
 }
 
 #[tokio::test]

@@ -29,6 +29,15 @@ fn stored_diarization(app: &TestApp, chunk: &str) -> Option<serde_json::Value> {
     text.map(|t| serde_json::from_str(&t).unwrap())
 }
 
+/// Whether a request carries `Bearer {key}`: every fake provider refuses one without it, with 401.
+fn keyed(headers: &axum::http::HeaderMap, key: &str) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(format!("Bearer {key}").as_str())
+}
+
+fn unauthorized() -> axum::response::Response {
+    axum::response::IntoResponse::into_response((axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "Unauthorized"}))))
+}
+
 fn names(app: &TestApp) -> Vec<String> {
     app.published().iter().map(|m| m["task"].as_str().unwrap().to_string()).collect()
 }
@@ -276,20 +285,26 @@ async fn diarization_feeds_the_health_stream() {
     let runpod = axum::Router::new()
         .route(
             "/run",
-            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
                 let seen = seen.clone();
                 async move {
+                    if !keyed(&headers, "rp-key") {
+                        return unauthorized();
+                    }
                     seen.lock().unwrap().push(body.0);
-                    axum::Json(json!({"id": "job-1", "status": "IN_QUEUE"}))
+                    axum::response::IntoResponse::into_response(axum::Json(json!({"id": "job-1", "status": "IN_QUEUE"})))
                 }
             }),
         )
         .route(
             "/status/job-1",
-            axum::routing::get(|| async {
-                axum::Json(json!({"id": "job-1", "status": "COMPLETED", "output": {
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                if !keyed(&headers, "rp-key") {
+                    return unauthorized();
+                }
+                axum::response::IntoResponse::into_response(axum::Json(json!({"id": "job-1", "status": "COMPLETED", "output": {
                     "noise_ratio": 0.7, "silence_ratio": 0.1, "cross_talk_instances": 0, "joined_diarization": [{"speaker": "A"}]
-                }}))
+                }})))
             }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -333,25 +348,31 @@ async fn an_assemblyai_job_continues_in_a_new_message_instead_of_sleeping() {
     let assemblyai = axum::Router::new()
         .route(
             "/v2/transcript",
-            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
                 let s = s.clone();
                 async move {
-                    assert!(body.0["audio_url"].as_str().unwrap().contains("X-Amz-Signature"));
+                    if !keyed(&headers, "aai-key") || !body.0["audio_url"].as_str().unwrap_or_default().contains("X-Amz-Signature") {
+                        return unauthorized();
+                    }
                     s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    axum::Json(json!({"id": "job-1", "status": "queued"}))
+                    axum::response::IntoResponse::into_response(axum::Json(json!({"id": "job-1", "status": "queued"})))
                 }
             }),
         )
         .route(
             "/v2/transcript/job-1",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
                 let d = d.clone();
                 async move {
-                    if d.load(std::sync::atomic::Ordering::SeqCst) {
-                        axum::Json(json!({"id": "job-1", "status": "completed", "text": "Late but complete.", "words": []}))
-                    } else {
-                        axum::Json(json!({"id": "job-1", "status": "processing"}))
+                    if !keyed(&headers, "aai-key") {
+                        return unauthorized();
                     }
+                    let job = if d.load(std::sync::atomic::Ordering::SeqCst) {
+                        json!({"id": "job-1", "status": "completed", "text": "Late but complete.", "words": []})
+                    } else {
+                        json!({"id": "job-1", "status": "processing"})
+                    };
+                    axum::response::IntoResponse::into_response(axum::Json(job))
                 }
             }),
         );
@@ -595,18 +616,27 @@ async fn finished_assemblyai(text: &'static str) -> (String, std::sync::Arc<std:
     let assemblyai = axum::Router::new()
         .route(
             "/v2/transcript",
-            axum::routing::post(move || {
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
                 let s = s.clone();
                 async move {
+                    if !keyed(&headers, "aai-key") {
+                        return unauthorized();
+                    }
                     s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    axum::Json(json!({"id": "job-1", "status": "queued"}))
+                    axum::response::IntoResponse::into_response(axum::Json(json!({"id": "job-1", "status": "queued"})))
                 }
             }),
         )
         .route(
             "/v2/transcript/job-1",
-            axum::routing::get(move || async move {
-                axum::Json(json!({"id": "job-1", "status": "completed", "text": text, "words": [{"text": "we", "start": 0, "end": 90}]}))
+            axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+                if !keyed(&headers, "aai-key") {
+                    return unauthorized();
+                }
+                let words = json!([{"text": "we", "start": 0, "end": 90}]);
+                axum::response::IntoResponse::into_response(axum::Json(
+                    json!({"id": "job-1", "status": "completed", "text": text, "words": words}),
+                ))
             }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -78,6 +78,9 @@ impl Job<'_> {
 pub async fn run(services: &Services, provider: &Provider, chunk_id: &str, job: Job<'_>) -> Result<Done, TaskError> {
     let Some(chunk) = services.store.get_chunk(chunk_id).await? else { return Ok(Done::Skipped("chunk is gone".into())) };
     if chunk.transcript.is_some() || chunk.error.is_some() {
+        // The retry of a run whose completion trigger failed after the transcript was written
+        // (a store outage): the trigger is idempotent, so run it again rather than lose it.
+        completion_trigger(services, &chunk.conversation_id).await?;
         return Ok(Done::Skipped("already transcribed or failed".into()));
     }
     let ids = StatusIds::for_chunk(&chunk);

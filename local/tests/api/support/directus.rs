@@ -124,3 +124,94 @@ impl Directus {
         (id, email, password)
     }
 }
+
+/// A proxy in front of a real Directus that fails a window of requests in the middle of an
+/// operation, the two ways an outage hits a request: refused before Directus saw it, or passed
+/// on and its answer lost (the write happened, the caller cannot know). Both answer 503 as
+/// Directus's load balancer does.
+pub struct FlakyProxy {
+    pub url: String,
+    state: std::sync::Arc<std::sync::Mutex<Flaky>>,
+}
+
+#[derive(Default)]
+struct Flaky {
+    /// Requests seen so far.
+    count: usize,
+    /// Requests numbered `from..to` fail: odd ones refused, even ones passed on and then lost.
+    window: std::ops::Range<usize>,
+    refused: usize,
+    lost: usize,
+}
+
+impl FlakyProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let state: std::sync::Arc<std::sync::Mutex<Flaky>> = Default::default();
+        let (upstream, shared) = (upstream.trim_end_matches('/').to_string(), state.clone());
+        let http = reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (upstream, state, http) = (upstream.clone(), shared.clone(), http.clone());
+            async move {
+                use axum::response::IntoResponse;
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+                let (n, failing) = {
+                    let mut s = state.lock().unwrap();
+                    s.count += 1;
+                    (s.count, s.window.contains(&s.count))
+                };
+                let unavailable = || {
+                    let error = json!({"errors": [{"message": "Service Unavailable", "extensions": {"code": "SERVICE_UNAVAILABLE"}}]});
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(error)).into_response()
+                };
+                if failing && n % 2 == 1 {
+                    state.lock().unwrap().refused += 1;
+                    return unavailable();
+                }
+                let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap();
+                let mut forward = http.request(method, format!("{upstream}{path}")).body(body);
+                for name in ["authorization", "content-type"] {
+                    if let Some(v) = parts.headers.get(name) {
+                        forward = forward.header(name, v.to_str().unwrap());
+                    }
+                }
+                let res = forward.send().await.unwrap();
+                let status = axum::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+                let content_type = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+                let bytes = res.bytes().await.unwrap();
+                if failing {
+                    state.lock().unwrap().lost += 1;
+                    return unavailable();
+                }
+                let mut answer = (status, bytes).into_response();
+                if let Some(ct) = content_type {
+                    answer.headers_mut().insert("content-type", ct.parse().unwrap());
+                }
+                answer
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FlakyProxy { url, state }
+    }
+
+    /// Requests passed so far.
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().count
+    }
+
+    /// The `len` requests after the next `after` fail.
+    pub fn fail_after(&self, after: usize, len: usize) {
+        let mut s = self.state.lock().unwrap();
+        let from = s.count + after + 1;
+        s.window = from..from + len;
+    }
+
+    /// (refused, passed on and lost) so far.
+    pub fn failures(&self) -> (usize, usize) {
+        let s = self.state.lock().unwrap();
+        (s.refused, s.lost)
+    }
+}

@@ -370,8 +370,10 @@ pub mod directus;
 pub mod google;
 pub mod postgres;
 
+pub const WHISPER_KEY: &str = "sk-whisper";
+
 /// A local server speaking the OpenAI `/v1/audio/transcriptions` protocol: answers every
-/// upload with `text`, recording the multipart fields it got (the file as its size).
+/// upload with the key with `text`, recording the multipart fields it got (the file as its size).
 pub struct FakeWhisper {
     pub url: String,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>,
@@ -385,9 +387,15 @@ impl FakeWhisper {
         let app = axum::Router::new()
             .route(
                 "/v1/audio/transcriptions",
-                axum::routing::post(move |mut form: axum::extract::Multipart| {
+                axum::routing::post(move |headers: axum::http::HeaderMap, mut form: axum::extract::Multipart| {
                     let seen = seen.clone();
                     async move {
+                        use axum::response::IntoResponse;
+                        // Like OpenAI: no transcription without the key.
+                        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(format!("Bearer {WHISPER_KEY}").as_str()) {
+                            let error = json!({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}});
+                            return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+                        }
                         let mut fields = std::collections::BTreeMap::new();
                         while let Some(field) = form.next_field().await.unwrap() {
                             let name = field.name().unwrap_or_default().to_string();
@@ -399,7 +407,7 @@ impl FakeWhisper {
                             fields.insert(name, value);
                         }
                         seen.lock().unwrap().push(fields);
-                        axum::Json(json!({"text": text}))
+                        axum::Json(json!({"text": text})).into_response()
                     }
                 }),
             )
@@ -427,7 +435,7 @@ impl FakeWhisper {
         settings.transcription.provider_name = Some("LiteLLM".into());
         settings.transcription.litellm_whisper_url = Some(self.url.clone());
         settings.transcription.litellm_whisper_model = Some("openai/whisper-1".into());
-        settings.transcription.litellm_whisper_api_key = Some("sk-whisper".into());
+        settings.transcription.litellm_whisper_api_key = Some(WHISPER_KEY.into());
     }
 }
 
@@ -451,6 +459,11 @@ pub struct RunpodState {
     pub status_failure: Option<u16>,
     /// Finish every new job with this transcript and call its webhook, as RunPod does.
     pub auto_complete: Option<String>,
+    /// Each automatic webhook call: the job and the status code echo-local answered (`None`: no
+    /// webhook URL, or the request failed). A detached task cannot fail the test; the test reads these.
+    pub webhook_calls: Vec<(String, Option<u16>)>,
+    /// Requests refused for a missing or wrong key.
+    pub unauthorized: usize,
 }
 
 /// A local server speaking RunPod's serverless protocol: `POST /v2/{endpoint}/run` answers
@@ -477,6 +490,11 @@ impl FakeRunpod {
             let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
             let (id, auto) = {
                 let mut s = state.lock().unwrap();
+                // Like RunPod: 401 without the key.
+                if auth != format!("Bearer {RUNPOD_KEY}") {
+                    s.unauthorized += 1;
+                    return (axum::http::StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+                }
                 s.runs.push((body.0.clone(), auth));
                 let id = format!("job-{}", s.runs.len());
                 let job = RunpodJob {
@@ -493,17 +511,21 @@ impl FakeRunpod {
                 let (state, id) = (state.clone(), id.clone());
                 tokio::spawn(async move {
                     // After the worker stored the job's link (a result that beats it is ignored).
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
                     let chunk = state.lock().unwrap().jobs[&id].input["conversation_chunk_id"].clone();
                     complete_job(&state, &id, json!({"conversation_chunk_id": chunk, "joined_text": text}));
                     let status = call_webhook(&state, &id).await;
-                    assert_eq!(status, Some(200), "the webhook accepted the result");
+                    state.lock().unwrap().webhook_calls.push((id, status));
                 });
             }
-            axum::Json(json!({"id": id, "status": "IN_QUEUE"}))
+            axum::Json(json!({"id": id, "status": "IN_QUEUE"})).into_response()
         };
-        let status = |State(state): State<Shared>, Path((endpoint, id)): Path<(String, String)>| async move {
+        let status = |State(state): State<Shared>, Path((endpoint, id)): Path<(String, String)>, headers: HeaderMap| async move {
             let mut s = state.lock().unwrap();
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(format!("Bearer {RUNPOD_KEY}").as_str()) {
+                s.unauthorized += 1;
+                return (axum::http::StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+            }
             s.status_requests += 1;
             if let Some(code) = s.status_failure {
                 return (axum::http::StatusCode::from_u16(code).unwrap(), "busy").into_response();
@@ -588,7 +610,7 @@ async fn call_webhook(state: &std::sync::Mutex<RunpodState>, id: &str) -> Option
         let job = &s.jobs[id];
         (job.webhook.clone()?, job_payload(id, job))
     };
-    let res = reqwest::Client::new().post(url).json(&payload).send().await.unwrap();
+    let res = reqwest::Client::new().post(url).json(&payload).send().await.ok()?;
     Some(res.status().as_u16())
 }
 pub mod runtime_api;
