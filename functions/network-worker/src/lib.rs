@@ -20,8 +20,8 @@ mod etl;
 mod library;
 mod transcribe;
 
-pub use transcribe::Provider;
 pub use transcribe::runpod::REQUEST_LIMIT_ERROR;
+pub use transcribe::{NO_PROVIDER, Provider};
 
 /// Collector pass C's batch (processing.md §3.3).
 const RAG_BACKLOG_LIMIT: u32 = 100;
