@@ -97,7 +97,9 @@ async fn a_final_task_failure_is_reported_with_the_task_and_the_invocations_requ
     assert_eq!(report["environment"], "development");
 }
 
-#[tokio::test]
+// Two workers: the stand-in keeps answering while a failing run drops the client, whose sender
+// thread waits for it (on one thread that would hang instead of failing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_is_reported_with_its_request_id_before_the_answer() {
     use axum::body::Body;
     use axum::http::Request;
