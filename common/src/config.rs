@@ -20,6 +20,29 @@ pub enum StoreSettings {
     Directus { base_url: String, token: Option<String>, timeout_seconds: u64, page_size: u32 },
 }
 
+/// Inside Lambda (`AWS_LAMBDA_FUNCTION_NAME` or `AWS_LAMBDA_RUNTIME_API` set) the store is never
+/// the silent SQLite default: a file there lives and dies with one execution environment and no
+/// other sees it. `ECHO_STORE=directus` is required; the one exception is `ECHO_STORE=sqlite`
+/// with `ECHO_SQLITE_PATH` naming the file (`cargo lambda watch` beside a running echo-local).
+/// Outside Lambda (echo-local) SQLite stays the default.
+pub fn check_lambda_store(get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    if var("AWS_LAMBDA_FUNCTION_NAME").is_none() && var("AWS_LAMBDA_RUNTIME_API").is_none() {
+        return Ok(());
+    }
+    match var("ECHO_STORE").as_deref() {
+        Some("directus") => Ok(()),
+        Some("sqlite") if var("ECHO_SQLITE_PATH").is_some() => Ok(()),
+        found => Err(ConfigError::Invalid {
+            name: "ECHO_STORE",
+            reason: format!(
+                "{} inside Lambda: set ECHO_STORE=directus (SQLite is echo-local's store)",
+                found.map_or("unset".to_string(), |f| format!("{f:?}"))
+            ),
+        }),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Settings {
     pub bucket: Option<String>,
@@ -623,6 +646,24 @@ mod tests {
         assert_eq!(s.collector_redrive_hours, 24);
         assert_eq!(settings(&[("COLLECTOR_REDRIVE_HOURS", "72")]).unwrap().collector_redrive_hours, 72);
         assert!(settings(&[("COLLECTOR_REDRIVE_HOURS", "a day")]).is_err());
+    }
+
+    #[test]
+    fn inside_lambda_the_store_must_be_directus() {
+        let check = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            check_lambda_store(|k| map.get(k).cloned())
+        };
+        assert!(check(&[]).is_ok(), "echo-local: SQLite by default");
+        assert!(check(&[("ECHO_STORE", "sqlite")]).is_ok());
+        for lambda in [("AWS_LAMBDA_FUNCTION_NAME", "echo-participant"), ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")] {
+            for refused in [&[lambda][..], &[lambda, ("ECHO_STORE", "sqlite")], &[lambda, ("ECHO_STORE", " ")]] {
+                let err = check(refused).unwrap_err().to_string();
+                assert!(err.contains("ECHO_STORE") && err.contains("directus"), "{refused:?}: {err}");
+            }
+            assert!(check(&[lambda, ("ECHO_STORE", "directus")]).is_ok());
+            assert!(check(&[lambda, ("ECHO_STORE", "sqlite"), ("ECHO_SQLITE_PATH", ".echo-local/echo.sqlite3")]).is_ok());
+        }
     }
 
     #[test]

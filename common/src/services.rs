@@ -20,8 +20,9 @@ pub struct Services {
 
 impl Services {
     /// A Lambda's start-up: settings from the environment (secrets from SSM where named), the
-    /// variables this function needs checked (D63), then the backends.
+    /// variables this function needs checked (D63) and Directus as the store, then the backends.
     pub async fn from_env(required: &[&'static str]) -> Result<Self, BoxError> {
+        crate::config::check_lambda_store(|name| std::env::var(name).ok())?;
         let settings = crate::secrets::settings_from_env().await?;
         settings.require(required)?;
         Self::connect(Arc::new(settings)).await

@@ -89,6 +89,11 @@ fn main() {
                     ("AUDIO_DLQ_URL", "http://127.0.0.1:9/123456789012/audio-dlq".into()),
                     ("NETWORK_DLQ_URL", "http://127.0.0.1:9/123456789012/network-dlq".into()),
                     ("DIRECTUS_SECRET", "bench-secret".into()),
+                    // network-worker starts only with a transcription provider (processing.md §5.1).
+                    ("TRANSCRIPTION_PROVIDER", "LiteLLM".into()),
+                    ("LITELLM_WHISPER_URL", "http://127.0.0.1:9/v1".into()),
+                    ("LITELLM_WHISPER_MODEL", "whisper-1".into()),
+                    ("LITELLM_WHISPER_API_KEY", "bench".into()),
                 ]);
                 let started = Instant::now();
                 let mut child = std::process::Command::new(&path)

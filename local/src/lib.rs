@@ -217,6 +217,11 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
 
     let audio_worker = Arc::new(audio_worker::AudioWorker::new(state.services.clone()));
     let network_worker = Arc::new(network_worker::NetworkWorker::new(state.services.clone()));
+    // The deployed network-worker refuses to start here (processing.md §5.1); echo-local, the
+    // system on embedded defaults, runs on and leaves chunks pending with a status row saying why.
+    if let Err(reason) = network_worker.provider.require() {
+        tracing::warn!(%reason, "transcription is off: uploaded chunks stay pending");
+    }
     if options.background_workers {
         let (queue, audio, network, max_attempts) =
             (queue.clone(), audio_worker.clone(), network_worker.clone(), settings.queues.task_max_attempts);

@@ -208,7 +208,10 @@ pub async fn run_lambda<R: TaskRunner + 'static>(runner: R, settings: &crate::co
         async move {
             let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
             let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-            Ok::<_, lambda_runtime::Error>(handle_batch(runner.as_ref(), ops.as_ref(), event.payload, max_attempts, Some(deadline)).await)
+            // Error reports of this invocation's records carry its request id.
+            let reports = crate::telemetry::error_reports::ErrorScope::new(&[("request_id", &event.context.request_id)]);
+            let batch = handle_batch(runner.as_ref(), ops.as_ref(), event.payload, max_attempts, Some(deadline));
+            Ok::<_, lambda_runtime::Error>(reports.bind(batch).await)
         }
     }))
     .await

@@ -11,6 +11,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::FutureExt;
 
 use super::{PublishError, Queue, Task, TaskMessage};
+use crate::telemetry::error_reports::ErrorScope;
 
 /// How a task ended when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,25 +166,43 @@ pub async fn handle_batch(
     response
 }
 
-/// True when the record must be retried. Every end is counted (`telemetry::metrics`).
+/// True when the record must be retried. A final failure (and a panic) is reported to Sentry,
+/// tagged with the task, and sent before the record's handling ends.
 async fn handle_record(runner: &dyn TaskRunner, ops: &dyn QueueOps, record: &SqsMessage, delivery: &Delivery) -> bool {
+    let reports = ErrorScope::new(&[("message_id", &delivery.message_id)]);
+    let retry = reports.bind(handle_record_in(&reports, runner, ops, record, delivery)).await;
+    reports.flush_if_reported().await;
+    retry
+}
+
+/// Every end is counted (`telemetry::metrics`).
+async fn handle_record_in(
+    reports: &ErrorScope,
+    runner: &dyn TaskRunner,
+    ops: &dyn QueueOps,
+    record: &SqsMessage,
+    delivery: &Delivery,
+) -> bool {
     use crate::telemetry::metrics::{TaskOutcome, task_finished};
     let body = record.body.as_deref().unwrap_or_default();
     let started = Instant::now();
     let message = match TaskMessage::parse(body) {
         Ok(m) if m.task.queue() == runner.queue() => m,
         Ok(m) => {
-            let retry = terminal(ops, body, m.task.name(), &format!("task belongs to the {:?} queue", m.task.queue())).await;
+            reports.set_tag("task", m.task.name());
+            let retry = terminal(reports, ops, body, m.task.name(), &format!("task belongs to the {:?} queue", m.task.queue())).await;
             task_finished(m.task.name(), TaskOutcome::Terminal, !retry, started.elapsed());
             return retry;
         }
         Err(err) => {
-            let retry = terminal(ops, body, "unparseable", &err.to_string()).await;
+            reports.set_tag("task", "unparseable");
+            let retry = terminal(reports, ops, body, "unparseable", &err.to_string()).await;
             task_finished("unparseable", TaskOutcome::Terminal, !retry, started.elapsed());
             return retry;
         }
     };
     let name = message.task.name();
+    reports.set_tag("task", name);
     let outcome = std::panic::AssertUnwindSafe(runner.run(&message.task, delivery)).catch_unwind().await;
     let outcome = outcome.unwrap_or_else(|panic| {
         let reason = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
@@ -212,16 +231,18 @@ async fn handle_record(runner: &dyn TaskRunner, ops: &dyn QueueOps, record: &Sqs
         }
         Err(TaskError::Transient(reason) | TaskError::Terminal(reason)) => {
             runner.give_up(&message.task, &reason).await;
-            let retry = terminal(ops, body, name, &reason).await;
+            let retry = terminal(reports, ops, body, name, &reason).await;
             task_finished(name, TaskOutcome::Terminal, !retry, started.elapsed());
             retry
         }
     }
 }
 
-/// Parks a message in the dead-letter queue; if even that fails, SQS's redrive will.
-async fn terminal(ops: &dyn QueueOps, body: &str, task: &str, reason: &str) -> bool {
+/// Reports a final failure and parks the message in the dead-letter queue; if even that fails,
+/// SQS's redrive will.
+async fn terminal(reports: &ErrorScope, ops: &dyn QueueOps, body: &str, task: &str, reason: &str) -> bool {
     tracing::error!(task, %reason, "task failed for good");
+    reports.report(&format!("{task} failed for good: {reason}"));
     match ops.dead_letter(body, task, reason).await {
         Ok(()) => false,
         Err(err) => {

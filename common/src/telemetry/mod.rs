@@ -1,12 +1,15 @@
 //! Logging for every function: the subscriber set up at start-up, the last line flushed when
-//! Lambda stops the environment, and metrics as Embedded Metric Format lines (metrics.rs).
+//! Lambda stops the environment, metrics as Embedded Metric Format lines (metrics.rs), and error
+//! reports to Sentry (error_reports.rs).
 
 use futures::FutureExt;
 
+pub mod error_reports;
 pub mod metrics;
 
 /// Logs as JSON in Lambda (`AWS_LAMBDA_LOG_FORMAT=JSON`) and as text elsewhere; the level comes
-/// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info.
+/// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info. Then error reporting, when
+/// `SENTRY_DSN` asks for it (before any request or task, so every thread sees the client).
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase());
@@ -21,6 +24,7 @@ pub fn init_tracing() {
     } else {
         builder.with_target(false).try_init()
     };
+    error_reports::init();
 }
 
 /// The line a function logs when Lambda stops its environment (SIGTERM), after which the process
@@ -29,10 +33,12 @@ pub const SHUTDOWN_LOG: &str = "shutting down: logs flushed";
 
 /// Lambda sends SIGTERM (and waits up to 500 ms) only to functions with an extension, so this
 /// registers lambda_runtime's no-op internal one; on the signal it logs a last line and flushes
-/// stdout/stderr so nothing buffered is lost. Call before the runtime starts. Without an
-/// Extensions API (some local emulators) it logs why and the function runs without the hook.
+/// stdout/stderr so nothing buffered is lost (and waits for queued error reports). Call before
+/// the runtime starts. Without an Extensions API (some local emulators) it logs why and the
+/// function runs without the hook.
 pub async fn flush_logs_on_shutdown() {
     let hook = || async {
+        error_reports::flush_all().await;
         tracing::info!("{SHUTDOWN_LOG}");
         use std::io::Write;
         let _ = std::io::stdout().flush();

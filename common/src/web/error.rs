@@ -133,6 +133,10 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable { .. }) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if self.status().is_server_error() {
+            // What the error report says (web::http's observe), never sent to the client.
+            response.extensions_mut().insert(crate::telemetry::error_reports::FailureReason(self.to_string()));
+        }
         response
     }
 }

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+use crate::telemetry::error_reports::{ErrorScope, FailureReason};
 use crate::web::error::{ApiError, ValidationIssue, detail_response};
 
 pub const X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
@@ -151,7 +152,8 @@ fn caller_request_id(req: &Request) -> Option<String> {
 }
 
 /// Request id (API Gateway's, else the caller's `X-Request-Id`, else new), a span carrying it,
-/// `X-Process-Time`, and a JSON 500 for a panicking handler.
+/// `X-Process-Time`, a JSON 500 for a panicking handler, and an error report for a 5xx (the
+/// panic itself when there was one), sent before the answer leaves.
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = lambda_request_id(&req).or_else(|| caller_request_id(&req)).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -167,14 +169,22 @@ async fn observe(req: Request, next: Next) -> Response {
     if let Some(trace) = &trace {
         span.record("trace_header", trace.as_str());
     }
-    let run = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().instrument(span.clone());
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let reports = ErrorScope::new(&[("request_id", &request_id)]);
+    let run = reports.bind(std::panic::AssertUnwindSafe(next.run(req)).catch_unwind()).instrument(span.clone());
     let outcome = crate::telemetry::with_trace_header(trace, run).await;
+    let panicked = outcome.is_err();
     let mut res = outcome.unwrap_or_else(|panic| {
         let reason =
             panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
         span.in_scope(|| tracing::error!(%reason, "handler panicked"));
         detail_response(StatusCode::INTERNAL_SERVER_ERROR, json!("Internal Server Error"))
     });
+    if res.status().is_server_error() && !panicked {
+        let reason = res.extensions().get::<FailureReason>().map_or("", |r| r.0.as_str());
+        reports.report(&format!("{method} {path} answered {}: {reason}", res.status().as_u16()));
+    }
+    reports.flush_if_reported().await;
     let elapsed = format!("{:.6}", started.elapsed().as_secs_f64());
     let h = res.headers_mut();
     h.insert(X_PROCESS_TIME, HeaderValue::from_str(&elapsed).expect("a number is a valid header"));

@@ -21,8 +21,8 @@ mod etl;
 mod library;
 mod transcribe;
 
-pub use transcribe::Provider;
 pub use transcribe::runpod::REQUEST_LIMIT_ERROR;
+pub use transcribe::{NO_PROVIDER, Provider};
 
 /// What the function refuses to start without (D63): the store, storage, both queues, its dead-letter
 /// queue and the summary slot; [`conditional_settings`] adds what enabled features need.

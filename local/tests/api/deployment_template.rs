@@ -667,6 +667,33 @@ fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
     assert_eq!(checked, 31);
 }
 
+// ------------------------------------------------------------------ what a deploy must choose
+
+#[test]
+fn a_deploy_must_choose_a_transcription_provider() {
+    let t = Template::load();
+    let provider = &t.doc["Parameters"]["TranscriptionProvider"];
+    // Without one every chunk stays pending (processing.md §5.1): no default, no empty choice.
+    assert!(provider.get("Default").is_none(), "TranscriptionProvider must have no default: {provider}");
+    assert_eq!(provider["AllowedValues"], json!(["Runpod", "LiteLLM", "AssemblyAI", "Dembrane-25-09"]));
+    let worker = t.functions().into_iter().find(|(_, f)| binary_of(f) == "network-worker").expect("network-worker").1;
+    let vars = &worker["Properties"]["Environment"]["Variables"];
+    assert_eq!(vars["TRANSCRIPTION_PROVIDER"], json!({"Ref": "TranscriptionProvider"}));
+}
+
+#[test]
+fn every_function_reports_errors_to_the_sentry_dsn_given() {
+    let t = Template::load();
+    let globals = &t.doc["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(globals["SENTRY_DSN"], json!({"Ref": "SentryDsn"}));
+    assert_eq!(globals["BUILD_VERSION"], json!({"Ref": "BuildVersion"}));
+    assert_eq!(t.doc["Parameters"]["SentryDsn"]["Default"], "", "no reports unless a DSN is given");
+    for (name, function) in t.functions() {
+        let vars = function["Properties"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        assert!(!vars.contains_key("SENTRY_DSN") && !vars.contains_key("DISABLE_SENTRY"), "{name}: the global DSN applies to all");
+    }
+}
+
 // ------------------------------------------------------------------ tracing and metrics
 
 #[test]

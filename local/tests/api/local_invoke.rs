@@ -61,7 +61,7 @@ fn event_files() -> Vec<PathBuf> {
 }
 
 /// Runs one binary over its events; the answers in order.
-async fn invoke(bin: &str, events: &[String], env: &BTreeMap<String, String>, cwd: &Path) -> Vec<Answer> {
+pub(crate) async fn invoke(bin: &str, events: &[String], env: &BTreeMap<String, String>, cwd: &Path) -> Vec<Answer> {
     let target = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let binary = target.join(bin);
     assert!(binary.exists(), "{} is missing: run `cargo build --workspace --bins` first", binary.display());
@@ -95,7 +95,7 @@ async fn invoke(bin: &str, events: &[String], env: &BTreeMap<String, String>, cw
 
 /// An API answer's status: buffered functions post lambda_http's JSON, streaming ones a JSON
 /// prelude and eight NUL bytes before the body.
-fn status_of(answer: &Answer) -> u64 {
+pub(crate) fn status_of(answer: &Answer) -> u64 {
     let prelude = answer.body.split('\0').next().unwrap_or_default();
     let json: Value = serde_json::from_str(prelude).unwrap_or_else(|e| panic!("{e}: {}", answer.body));
     json["statusCode"].as_u64().unwrap_or_else(|| panic!("no statusCode: {}", answer.body))

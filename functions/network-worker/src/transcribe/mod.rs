@@ -21,12 +21,17 @@ use serde_json::Value;
 /// The transcription provider, decided once when the worker starts (§5.1).
 pub enum Provider {
     Ready(Transcriber),
-    /// None named: chunks stay pending, with a status row saying so (echo-local's default).
+    /// None named: the Lambda refuses to start; echo-local runs on, its chunks staying pending
+    /// with a status row saying so.
     NotConfigured,
     /// Named but unusable (an unknown name, a missing key, an unreadable `GCP_SA_JSON`): the
     /// Lambda refuses to start; echo-local reports it per task.
     Broken(String),
 }
+
+/// Why network-worker will not start without a provider.
+pub const NO_PROVIDER: &str =
+    "no transcription provider: set TRANSCRIPTION_PROVIDER to Runpod, LiteLLM, AssemblyAI or Dembrane-25-09 (processing.md §5.1)";
 
 impl Provider {
     pub fn from_settings(settings: &TranscriptionSettings) -> Self {
@@ -42,6 +47,16 @@ impl Provider {
 }
 
 impl Provider {
+    /// What network-worker needs to start (D63): a provider that can work. Every chunk would
+    /// otherwise stay pending, or fail, without anyone being told.
+    pub fn require(&self) -> Result<(), String> {
+        match self {
+            Provider::Ready(_) => Ok(()),
+            Provider::NotConfigured => Err(NO_PROVIDER.into()),
+            Provider::Broken(reason) => Err(reason.clone()),
+        }
+    }
+
     /// RunPod's client for the jobs in flight: the configured one, or one from RunPod's
     /// settings when another provider took over since they were submitted.
     fn runpod(&self, settings: &TranscriptionSettings) -> Result<RunPod, TaskError> {

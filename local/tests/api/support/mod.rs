@@ -614,3 +614,4 @@ async fn call_webhook(state: &std::sync::Mutex<RunpodState>, id: &str) -> Option
     Some(res.status().as_u16())
 }
 pub mod runtime_api;
+pub mod sentry;
