@@ -349,6 +349,7 @@ fn any_webhook_payload_is_answered_and_changes_no_other_jobs_chunk() {
             path: Some("conversation/x/chunks/k-a.mp3".into()),
             source: None,
             transcript: None,
+            created_at: None,
         };
         store.create_chunk(chunk).await.unwrap();
         let link = "https://api.runpod.ai/v2/endpoint/status/job-current".to_string();

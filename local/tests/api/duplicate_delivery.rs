@@ -54,6 +54,7 @@ async fn conversation_with_chunk(app: &TestApp, recording: Vec<u8>) {
             path: Some(app.local.state.blob.url_for_key(&key)),
             source: Some("PORTAL_AUDIO".into()),
             transcript: None,
+            created_at: None,
         })
         .await
         .unwrap();
