@@ -3,7 +3,10 @@
 (rag.md §4): entity extraction answers in LightRAG's delimiter format, keyword extraction in
 JSON, embeddings are a hashed bag of words. Loopback only; no network, no model.
 
-Usage: fake_openai.py PORT [DIM]
+Usage: fake_openai.py PORT [DIM] [KEY]
+
+Every request must carry `Authorization: Bearer KEY` (default `fake`), as the real API wants
+its key; anything else gets OpenAI's 401.
 """
 
 import base64
@@ -17,6 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DIM = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+KEY = sys.argv[3] if len(sys.argv) > 3 else "fake"
 WORD = re.compile(r"[A-Za-z0-9]+")
 STOP = {
     "this", "that", "with", "from", "have", "were", "what", "when", "which", "about", "their", "there",
@@ -92,11 +96,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def authorised(self):
+        if self.headers.get("Authorization") == f"Bearer {KEY}":
+            return True
+        error = {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}
+        self.reply({"error": error}, 401)
+        return False
+
     def do_GET(self):
+        if not self.authorised():
+            return
         self.reply({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if not self.authorised():
+            return
         if self.path.endswith("/embeddings"):
             inputs = body.get("input")
             inputs = [inputs] if isinstance(inputs, str) else inputs or []

@@ -66,7 +66,7 @@ start() {
   key="echo-rag-$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
   mkdir -p "$dir/work" "$dir/input" "$dir/logs"
   tiktoken_files "$dir/tiktoken"
-  python3 scripts/fake_openai.py "$fake" 256 >"$dir/fake.log" 2>&1 &
+  python3 scripts/fake_openai.py "$fake" 256 fake >"$dir/fake.log" 2>&1 &
   echo $! >"$dir/fake.pid"
   cat >"$dir/.env" <<EOF
 HOST=127.0.0.1
