@@ -662,8 +662,8 @@ fn secrets_come_from_the_ssm_parameters_each_role_may_read_and_no_others() {
     }
     // Directus token x8, secret x5, LLM keys x7 (medium x2, summary x2, small, inference x2),
     // transcription keys x3, the RunPod webhook secret x2, the topic modeler key, the Vertex
-    // service account x5 (network-worker and every function with an LLM slot), the database URL and LightRAG's three (the server's key x2, the ETL's LLM
-    // key) (template.yaml "Secrets").
+    // service account x5 (network-worker and every function with an LLM slot), the database URL
+    // and LightRAG's three (the server's key x2, the ETL's LLM key) (template.yaml "Secrets").
     assert_eq!(checked, 35);
 }
 

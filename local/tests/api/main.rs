@@ -22,7 +22,6 @@ mod pipeline;
 mod projects_api;
 mod rag_api;
 mod rag_etl;
-mod refused_starts;
 mod resources_api;
 mod runpod;
 mod startup_checks;

@@ -1,13 +1,15 @@
 //! D63 start-up checks, each function's binary run as a process: it refuses to start without a
 //! setting of its `REQUIRED_SETTINGS` (plus network-worker's `conditional_settings`), naming
-//! it, and starts without anything else (the scheduler without `AUDIO_QUEUE_URL`). The
-//! binaries are `cargo build --workspace --bins`'s.
+//! it, and starts without anything else (the scheduler without `AUDIO_QUEUE_URL`); network-worker
+//! refuses to start without a usable transcription provider, and in Lambda every function
+//! refuses a store that is not Directus. The binaries are `cargo build --workspace --bins`'s.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::local_invoke::watch_env;
+use crate::local_invoke::{invoke, watch_env};
 
 /// `cargo lambda watch`'s settings on Directus (so `DIRECTUS_TOKEN` counts) with every LLM slot
 /// on an Anthropic model and its key: everything any function requires.
@@ -40,12 +42,22 @@ fn removal(setting: &str) -> (String, String) {
 /// Runs `bin` with `env` from an empty directory: `Some(output)` when it exited within 20 s
 /// (a refusal), `None` when it was still running (it started; a guard, not a measurement).
 async fn run(bin: &str, env: &BTreeMap<String, String>) -> Option<String> {
+    run_in(bin, env, workdir().path()).await
+}
+
+/// A directory with `.echo-local/`, where `cargo lambda watch`'s SQLite file can be made.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".echo-local")).unwrap();
+    dir
+}
+
+async fn run_in(bin: &str, env: &BTreeMap<String, String>, cwd: &Path) -> Option<String> {
     let target = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let binary = target.join(bin);
     assert!(binary.exists(), "{} is missing: run `cargo build --workspace --bins` first", binary.display());
-    let dir = tempfile::tempdir().unwrap();
     let child = tokio::process::Command::new(&binary)
-        .current_dir(dir.path())
+        .current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env)
@@ -144,4 +156,45 @@ async fn network_worker_checks_what_its_enabled_features_need() {
         env.remove(name);
     }
     check("network-worker", &env, &[]).await;
+}
+
+#[tokio::test]
+async fn network_worker_refuses_to_start_without_a_transcription_provider() {
+    let dir = workdir();
+    let with_provider = watch_env();
+    assert_eq!(with_provider["TRANSCRIPTION_PROVIDER"], "LiteLLM");
+    // The same settings start it: it answers an invocation (the chunk is not there: skipped).
+    let event = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/tasks/transcribe-chunk.json")).unwrap();
+    let answers = invoke("network-worker", &[event], &with_provider, dir.path()).await;
+    assert!(answers[0].body.contains("batchItemFailures"), "{}", answers[0].body);
+
+    let mut without = with_provider.clone();
+    without.remove("TRANSCRIPTION_PROVIDER");
+    let output = run_in("network-worker", &without, dir.path()).await.expect("network-worker started without a provider");
+    assert!(output.contains("no transcription provider: set TRANSCRIPTION_PROVIDER"), "{output}");
+
+    // Named but unusable (its key missing) is refused the same way.
+    let mut keyless = with_provider.clone();
+    keyless.remove("LITELLM_WHISPER_API_KEY");
+    let output = run_in("network-worker", &keyless, dir.path()).await.expect("network-worker started without its provider's key");
+    assert!(output.contains("LITELLM_WHISPER_API_KEY"), "{output}");
+}
+
+/// Every function with a store: in Lambda, SQLite only when asked for by name and file.
+const STORE_FUNCTIONS: &[&str] =
+    &["participant", "conversations", "projects", "chats", "stateless", "resources", "audio-worker", "network-worker"];
+
+#[tokio::test]
+async fn in_lambda_every_function_refuses_a_store_that_is_not_directus() {
+    let dir = workdir();
+    let mut unset = watch_env();
+    unset.remove("ECHO_STORE");
+    let mut no_file = watch_env();
+    no_file.remove("ECHO_SQLITE_PATH");
+    for bin in STORE_FUNCTIONS {
+        for (case, env) in [("ECHO_STORE unset", &unset), ("sqlite without ECHO_SQLITE_PATH", &no_file)] {
+            let output = run_in(bin, env, dir.path()).await.unwrap_or_else(|| panic!("{bin} started with {case}"));
+            assert!(output.contains("ECHO_STORE") && output.contains("set ECHO_STORE=directus"), "{bin}, {case}: {output}");
+        }
+    }
 }
