@@ -249,42 +249,14 @@ async fn the_collector_finishes_idle_conversations_and_redrives_unfinalised_ones
 
 #[tokio::test]
 async fn diarization_twice_writes_what_once_writes() {
-    // RunPod's diarization endpoint, checking the key; each job answers the same analysis.
-    let jobs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = jobs.clone();
-    let keyed = |headers: &axum::http::HeaderMap| headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer rp-key");
-    let runpod = axum::Router::new()
-        .route(
-            "/run",
-            axum::routing::post(move |headers: axum::http::HeaderMap| {
-                let counted = counted.clone();
-                async move {
-                    if !keyed(&headers) {
-                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "Unauthorized"})));
-                    }
-                    let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    (axum::http::StatusCode::OK, axum::Json(json!({"id": format!("job-{n}"), "status": "IN_QUEUE"})))
-                }
-            }),
-        )
-        .route(
-            "/status/{job}",
-            axum::routing::get(move |headers: axum::http::HeaderMap, axum::extract::Path(job): axum::extract::Path<String>| async move {
-                if !keyed(&headers) {
-                    return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "Unauthorized"})));
-                }
-                let output =
-                    json!({"noise_ratio": 0.2, "silence_ratio": 0.3, "cross_talk_instances": 2, "joined_diarization": [{"speaker": "A"}]});
-                (axum::http::StatusCode::OK, axum::Json(json!({"id": job, "status": "COMPLETED", "output": output})))
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, runpod).await.unwrap() });
+    // RunPod's diarization endpoint; each job answers the same analysis.
+    let output = json!({"noise_ratio": 0.2, "silence_ratio": 0.3, "cross_talk_instances": 2, "joined_diarization": [{"speaker": "A"}]});
+    let runpod = FakeDiarization::start(output).await;
+    let base = runpod.base.clone();
     let app = TestApp::start_with(|o| {
         o.settings.runpod_diarization = true;
         o.settings.diarization.base_url = Some(base);
-        o.settings.diarization.api_key = Some("rp-key".into());
+        o.settings.diarization.api_key = Some(FakeDiarization::KEY.into());
     })
     .await;
     let cid = app.initiate().await;
@@ -309,7 +281,7 @@ async fn diarization_twice_writes_what_once_writes() {
     let both = twice_at_once(app.local.network_worker.as_ref(), &task).await;
     assert_eq!(both, [Done::Completed, Done::Completed]);
     assert_eq!(stored(), once);
-    assert_eq!(jobs.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(runpod.runs.lock().unwrap().len(), 4);
 }
 
 #[tokio::test]

@@ -280,36 +280,9 @@ async fn echo_local_shows_what_its_queue_gave_up_on() {
 #[tokio::test]
 async fn diarization_feeds_the_health_stream() {
     // A local server speaking RunPod's serverless protocol: /run, then /status/{id}.
-    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
-    let seen = asked.clone();
-    let runpod = axum::Router::new()
-        .route(
-            "/run",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
-                let seen = seen.clone();
-                async move {
-                    if !keyed(&headers, "rp-key") {
-                        return unauthorized();
-                    }
-                    seen.lock().unwrap().push(body.0);
-                    axum::response::IntoResponse::into_response(axum::Json(json!({"id": "job-1", "status": "IN_QUEUE"})))
-                }
-            }),
-        )
-        .route(
-            "/status/job-1",
-            axum::routing::get(|headers: axum::http::HeaderMap| async move {
-                if !keyed(&headers, "rp-key") {
-                    return unauthorized();
-                }
-                axum::response::IntoResponse::into_response(axum::Json(json!({"id": "job-1", "status": "COMPLETED", "output": {
-                    "noise_ratio": 0.7, "silence_ratio": 0.1, "cross_talk_instances": 0, "joined_diarization": [{"speaker": "A"}]
-                }})))
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, runpod).await.unwrap() });
+    let output = json!({"noise_ratio": 0.7, "silence_ratio": 0.1, "cross_talk_instances": 0, "joined_diarization": [{"speaker": "A"}]});
+    let runpod = FakeDiarization::start(output).await;
+    let (base, asked) = (runpod.base.clone(), runpod.runs.clone());
     let app = TestApp::start_with(|o| {
         o.settings.runpod_diarization = true;
         o.settings.diarization.base_url = Some(base);

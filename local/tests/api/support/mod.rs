@@ -615,3 +615,50 @@ async fn call_webhook(state: &std::sync::Mutex<RunpodState>, id: &str) -> Option
 }
 pub mod runtime_api;
 pub mod sentry;
+
+/// RunPod's diarization endpoint (`/run`, then `/status/{id}`), checking `Bearer rp-key`: every
+/// job completes at once with `output`; the bodies of the runs are kept.
+pub struct FakeDiarization {
+    pub base: String,
+    pub runs: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl FakeDiarization {
+    pub const KEY: &'static str = "rp-key";
+
+    pub async fn start(output: Value) -> Self {
+        use axum::http::{HeaderMap, StatusCode};
+        let keyed = |h: &HeaderMap| h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer rp-key");
+        let refused = || (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "Unauthorized"})));
+        let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = runs.clone();
+        let router = axum::Router::new()
+            .route(
+                "/run",
+                axum::routing::post(move |headers: HeaderMap, body: axum::Json<Value>| async move {
+                    if !keyed(&headers) {
+                        return refused();
+                    }
+                    let mut runs = seen.lock().unwrap();
+                    runs.push(body.0);
+                    (StatusCode::OK, axum::Json(json!({"id": format!("job-{}", runs.len()), "status": "IN_QUEUE"})))
+                }),
+            )
+            .route(
+                "/status/{job}",
+                axum::routing::get(move |headers: HeaderMap, axum::extract::Path(job): axum::extract::Path<String>| {
+                    let output = output.clone();
+                    async move {
+                        if !keyed(&headers) {
+                            return refused();
+                        }
+                        (StatusCode::OK, axum::Json(json!({"id": job, "status": "COMPLETED", "output": output})))
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        FakeDiarization { base, runs }
+    }
+}
