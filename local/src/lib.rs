@@ -166,7 +166,8 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
         })
         .await?;
         tasks.push(tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
+            // into_make_service: the routes are built once, not per connection (see API below).
+            if let Err(err) = axum::serve(listener, app.into_make_service()).await {
                 tracing::error!(%err, "embedded S3 endpoint stopped");
             }
         }));
@@ -217,7 +218,9 @@ pub async fn start(mut options: LocalOptions) -> anyhow::Result<Local> {
     let metrics = || async { common::telemetry::metrics::prometheus() };
     let app = app.merge(local_sqs::router(queue.clone())).route("/_local/metrics", axum::routing::get(metrics));
     tasks.push(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
+        // Served as a Router, axum rebuilds the route table for every connection (~25 kB each,
+        // docs/benchmarks.md "Memory under load"); into_make_service builds it once.
+        if let Err(err) = axum::serve(listener, app.into_make_service()).await {
             tracing::error!(%err, "API server stopped");
         }
     }));
