@@ -2,7 +2,7 @@
 //! `offload` (SQLite calls block). Schema migrations live in `common/migrations/`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,16 +22,30 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections open at most: SQLite runs one writer at a time and two cores run few readers,
+/// while each connection keeps its own schema, statements and page cache (docs/benchmarks.md,
+/// "Memory under load"). Calls beyond it wait on their blocking thread for a free one.
+const MAX_CONNECTIONS: usize = 8;
+/// Page cache per connection, in KiB (SQLite's default is 2000).
+const CACHE_KIB: i64 = 1024;
 
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+#[derive(Default)]
+struct Slots {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
 struct Inner {
     path: PathBuf,
     pool: OffloadPool,
-    idle: Mutex<Vec<Connection>>,
+    slots: Mutex<Slots>,
+    /// Signalled when a connection goes back to `slots.idle` or a slot frees up.
+    returned: Condvar,
     /// Extra time each call holds its blocking thread: a slow disk, for tests and benchmarks.
     stall: Duration,
 }
@@ -147,7 +161,7 @@ impl SqliteStore {
 
     pub async fn open_with_stall(path: impl AsRef<Path>, pool: OffloadPool, stall: Duration) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
-        let store = SqliteStore { inner: Arc::new(Inner { path, pool, idle: Mutex::new(Vec::new()), stall }) };
+        let store = SqliteStore { inner: Arc::new(Inner { path, pool, slots: Mutex::default(), returned: Condvar::new(), stall }) };
         store.call("migrations", migrate).await?;
         Ok(store)
     }
@@ -161,6 +175,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         Ok(conn)
     }
 
@@ -178,17 +193,53 @@ impl SqliteStore {
                 if !inner.stall.is_zero() {
                     std::thread::sleep(inner.stall);
                 }
-                let idle = inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let mut conn = match idle {
-                    Some(conn) => conn,
-                    None => Self::connect(&inner.path).map_err(unavailable)?,
-                };
-                let result = f(&mut conn).map_err(|e| classify(collection, e));
-                inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                result
+                let mut lease = Lease { inner: &inner, conn: Some(inner.checkout()?) };
+                f(lease.conn.as_mut().expect("leased")).map_err(|e| classify(collection, e))
             })
             .await;
         outcome.map_err(|e| StoreError::Other(e.to_string()))?
+    }
+}
+
+impl Inner {
+    /// An idle connection, a new one while fewer than `MAX_CONNECTIONS` are open, or the next
+    /// one returned (runs on a blocking thread, so waiting here blocks no tokio worker).
+    fn checkout(&self) -> StoreResult<Connection> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(conn) = slots.idle.pop() {
+                return Ok(conn);
+            }
+            if slots.open < MAX_CONNECTIONS {
+                slots.open += 1;
+                drop(slots);
+                return SqliteStore::connect(&self.path).map_err(|err| {
+                    self.slots.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                    self.returned.notify_one();
+                    unavailable(err)
+                });
+            }
+            slots = self.returned.wait(slots).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A checked-out connection: back to the idle list when the call ends, closed (freeing its
+/// slot) when the call panicked, as its state is then unknown.
+struct Lease<'a> {
+    inner: &'a Inner,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match self.conn.take() {
+            Some(conn) if !std::thread::panicking() => slots.idle.push(conn),
+            _ => slots.open -= 1,
+        }
+        drop(slots);
+        self.inner.returned.notify_one();
     }
 }
 
@@ -1094,5 +1145,48 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.call("project_chat_message", move |conn| conn.execute("DELETE FROM project_chat_message WHERE id = ?1", [id]).map(|n| n > 0))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_stay_bounded_and_a_panic_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.sqlite3"), OffloadPool::new(64)).await.unwrap();
+        let peak = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..40)
+            .map(|_| {
+                let (store, peak, inner) = (store.clone(), peak.clone(), store.inner.clone());
+                tokio::spawn(async move {
+                    store
+                        .call("t", move |conn| {
+                            peak.fetch_max(inner.slots.lock().unwrap().open, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(20));
+                            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap().unwrap(), 1);
+        }
+        let peak = peak.load(Ordering::Relaxed);
+        assert!((2..=MAX_CONNECTIONS).contains(&peak), "{peak} connections open at once");
+
+        // Panicking calls close their connection; none of them keeps a slot.
+        for _ in 0..3 {
+            let err = store.call("t", |_| -> rusqlite::Result<()> { panic!("boom") }).await.unwrap_err();
+            assert!(err.to_string().contains("boom"), "{err}");
+        }
+        {
+            let slots = store.inner.slots.lock().unwrap();
+            assert_eq!(slots.open, slots.idle.len(), "every open connection is idle again, none counted for a panicked call");
+        }
+        assert_eq!(store.call("t", |c| c.query_row("SELECT 2", [], |r| r.get::<_, i64>(0))).await.unwrap(), 2);
     }
 }
