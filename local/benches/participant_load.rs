@@ -6,11 +6,14 @@
 //! `LOAD_CLIENTS`, `LOAD_SECONDS` change the shape; `ECHO_LOCAL_BIN` runs another build.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+#[path = "support/echo_local_process.rs"]
+mod echo_local_process;
+use echo_local_process::EchoLocalProcess;
 
 const PROJECT: &str = "11111111-1111-4111-8111-111111111111";
 /// Under the audio worker's 1 KiB minimum: each confirmed chunk is refused by the worker at once,
@@ -22,11 +25,6 @@ const RSS_GROWTH_BOUND_MIB: u64 = 96;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -99,27 +97,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let clients = env_or("LOAD_CLIENTS", 500) as usize;
     let seconds = env_or("LOAD_SECONDS", 60);
-    let dir = tempfile::tempdir().unwrap();
-    let bin = std::env::var_os("ECHO_LOCAL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_echo-local").into());
-    let mut child = std::process::Command::new(bin)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("ECHO_LOCAL_ADDR", "127.0.0.1:0")
-        .env("ECHO_LOCAL_S3_ADDR", "127.0.0.1:0")
-        .env("ECHO_LOCAL_DATA_DIR", dir.path())
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("echo-local starts");
-    let pid = child.id();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.trim().strip_prefix("API").map(|rest| rest.split_whitespace().next().unwrap().to_string()))
-        .expect("echo-local prints its API address");
-    std::thread::spawn(move || lines.for_each(drop));
+    let local = EchoLocalProcess::start();
+    let api = local.api.clone();
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(clients).build().unwrap();
@@ -133,7 +112,7 @@ fn main() {
         }
     });
     *tally.lock().unwrap() = Tally::default();
-    let before = rss_kib(pid);
+    let before = local.rss_kib();
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
@@ -158,11 +137,10 @@ fn main() {
         total
     });
     let elapsed = started.elapsed();
-    let after = rss_kib(pid);
+    let after = local.rss_kib();
     std::thread::sleep(Duration::from_secs(5));
-    let settled = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    let settled = local.rss_kib();
+    drop(local);
 
     let tally = tally.lock().unwrap();
     let mut all: Vec<Duration> = Vec::new();

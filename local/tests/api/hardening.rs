@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::echo_local_process::EchoLocalProcess;
 use crate::support::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,58 +118,9 @@ async fn the_upload_limiter_counts_a_conversation_once_whatever_its_spelling() {
     assert_eq!((status, answer), (404, json!({"detail": "Conversation not found"})));
 }
 
-/// echo-local's own binary in a process of its own, so its memory can be read.
-struct LocalProcess {
-    child: std::process::Child,
-    api: String,
-    _dir: tempfile::TempDir,
-}
-
-impl LocalProcess {
-    /// `ECHO_LOCAL_BIN` runs another build (an older one, to see a guard missing).
-    fn start() -> Self {
-        use std::io::BufRead;
-        let dir = tempfile::tempdir().unwrap();
-        let bin = std::env::var_os("ECHO_LOCAL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_echo-local").into());
-        let mut child = std::process::Command::new(bin)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ECHO_LOCAL_ADDR", "127.0.0.1:0")
-            .env("ECHO_LOCAL_S3_ADDR", "127.0.0.1:0")
-            .env("ECHO_LOCAL_DATA_DIR", dir.path())
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let api = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| line.trim().strip_prefix("API").map(|rest| rest.split_whitespace().next().unwrap().to_string()))
-            .expect("echo-local prints its API address");
-        // Keep reading: a closed pipe would fail echo-local's next print.
-        std::thread::spawn(move || lines.for_each(drop));
-        LocalProcess { child, api, _dir: dir }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for LocalProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn junk_ids_do_not_grow_echo_local() {
-    let local = LocalProcess::start();
+    let local = EchoLocalProcess::start();
     let client = reqwest::Client::new();
     let body = json!({"filename": "c.webm", "content_type": "audio/webm"});
     // Warm up: the allocator and the connection pool settle before the first reading.

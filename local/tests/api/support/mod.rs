@@ -7,6 +7,9 @@ use std::time::Duration;
 use local::{Local, LocalOptions};
 use serde_json::{Value, json};
 
+#[path = "../../../benches/support/echo_local_process.rs"]
+pub mod echo_local_process;
+
 pub const PROJECT: &str = local::DEMO_PROJECT_ID;
 pub const TAG: &str = local::DEMO_TAG_ID;
 pub const PORTAL_ORIGIN: &str = "http://localhost:3001";
